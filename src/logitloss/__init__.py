@@ -1,0 +1,23 @@
+"""logitloss: cross-entropy losses from logits, exact to the last bit, on every array library.
+
+The four ``tf.nn`` losses, with TensorFlow's names, arguments and shapes, computed within 1 ULP
+of the exact value (float16, bfloat16, float32) and with the true limits at infinite logits, for
+NumPy, PyTorch, JAX, CuPy, Dask and array-api-strict arrays.
+"""
+
+from ._losses import (
+    sigmoid_cross_entropy_with_logits,
+    softmax_cross_entropy_with_logits,
+    sparse_softmax_cross_entropy_with_logits,
+    weighted_cross_entropy_with_logits,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "sigmoid_cross_entropy_with_logits",
+    "softmax_cross_entropy_with_logits",
+    "sparse_softmax_cross_entropy_with_logits",
+    "weighted_cross_entropy_with_logits",
+]

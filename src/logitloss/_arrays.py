@@ -1,0 +1,110 @@
+"""Array-library plumbing: which namespace, which dtypes, which device.
+
+Everything goes through the Python Array API standard (array-api-compat), so NumPy, PyTorch, JAX,
+CuPy, Dask and array-api-strict arrays all take the same path. No array library other than NumPy is
+imported here: array-api-compat recognises an array by its type without importing its library.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+Array = Any
+
+_FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def is_array(value: object) -> bool:
+    return array_api_compat.is_array_api_obj(value)
+
+
+def namespace(*arrays: Array) -> Any:
+    return array_api_compat.array_namespace(*arrays)
+
+
+def device(x: Array) -> Any:
+    return array_api_compat.device(x)
+
+
+def dtype_name(dtype: Any) -> str:
+    """``'float32'`` for ``numpy.float32``, ``torch.float32``, ``array_api_strict.float32``..."""
+    name = getattr(dtype, "name", None)
+    if not isinstance(name, str):
+        name = str(dtype)
+    return name.rsplit(".", 1)[-1]
+
+
+def float_name(xp: Any, dtype: Any) -> str | None:
+    """The name of a real floating dtype this library supports, else None.
+
+    bfloat16 counts where the library has it: torch, JAX and NumPy arrays of
+    ``ml_dtypes.bfloat16`` (which ``numpy.isdtype`` does not know).
+    """
+    name = dtype_name(dtype)
+    if name == "bfloat16":
+        return name
+    try:
+        floating = xp.isdtype(dtype, "real floating")
+    except (TypeError, ValueError):
+        return None
+    return name if floating and name in _FLOAT_NAMES else None
+
+
+def is_integer_dtype(xp: Any, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "integral"))
+    except (TypeError, ValueError):
+        return False
+
+
+def is_real_dtype(xp: Any, dtype: Any) -> bool:
+    """Real numbers of any kind (bool, integer, floating), which labels may be cast from."""
+    if dtype_name(dtype) == "bfloat16":
+        return True
+    try:
+        return bool(xp.isdtype(dtype, ("bool", "integral", "real floating")))
+    except (TypeError, ValueError):
+        return False
+
+
+def compute_dtype(xp: Any, x: Array) -> Any:
+    """float64 wherever the library offers it on ``x``'s device, else float32.
+
+    Narrow dtypes (float16, bfloat16, float32) are computed in float64 and rounded once, which
+    keeps every loss within 1 ULP. JAX without ``jax_enable_x64`` (and devices without float64)
+    have no float64: there float32 is used and the bound is the float32 formulas' own.
+    """
+    try:
+        floats = xp.__array_namespace_info__().dtypes(device=device(x), kind="real floating")
+    except (AttributeError, TypeError, ValueError):
+        return xp.float64
+    return floats.get("float64", xp.float32)
+
+
+def is_tracer(x: Array) -> bool:
+    """True for a JAX value being traced (under ``jax.jit``, ``grad``, ``vmap``)."""
+    if "jax" not in sys.modules or not array_api_compat.is_jax_array(x):
+        return False
+    import jax
+
+    return isinstance(x, jax.core.Tracer)
+
+
+def can_read_values(x: Array) -> bool:
+    """Whether reading ``x``'s values now is cheap and possible (not lazy, not traced)."""
+    if array_api_compat.is_dask_array(x):
+        return False
+    if array_api_compat.is_jax_array(x):
+        return not is_tracer(x)
+    return not array_api_compat.is_lazy_array(x)
+
+
+def as_numpy_if_arraylike(value: Any) -> Any:
+    """Lists, tuples and Python scalars become NumPy arrays; arrays pass through."""
+    if is_array(value):
+        return value
+    return np.asarray(value)

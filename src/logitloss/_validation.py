@@ -1,0 +1,156 @@
+"""Checks on the caller's arguments, with messages that name the function, the argument and
+what was received. TypeError for a wrong dtype or kind of object, ValueError for a wrong shape or
+value. Conversions happen here too, since what is checked and what is converted go together:
+the rest of the package sees arrays of the logits' library, device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _arrays
+
+Array = Any
+
+_FLOATS = "float16, bfloat16, float32 or float64"
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def logits_array(fn: str, logits: Any) -> tuple[Array, Any]:
+    """Return ``(logits as an array, its namespace)``; array-likes become NumPy arrays."""
+    if logits is None:
+        raise TypeError(f"{fn}: `logits` is required, got None")
+    try:
+        x = _arrays.as_numpy_if_arraylike(logits)
+        xp = _arrays.namespace(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{fn}: `logits` must be an array or array-like, got {_describe(logits)}"
+        ) from err
+    if _arrays.float_name(xp, x.dtype) is None:
+        raise TypeError(
+            f"{fn}: `logits` must have a real floating dtype ({_FLOATS}), "
+            f"got {_arrays.dtype_name(x.dtype)}"
+        )
+    return x, xp
+
+
+def _in_namespace_of(fn: str, arg: str, value: Any, x: Array, xp: Any) -> Array:
+    """``value`` as an array of ``x``'s library on ``x``'s device, with its own dtype.
+
+    NumPy arrays and array-likes are moved to ``x``'s library (as TF converts them); an array of
+    another library is refused, since moving it could silently copy across devices.
+    """
+    if not _arrays.is_array(value):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"{fn}: `{arg}` must be an array or array-like, got {_describe(value)}"
+            ) from err
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{fn}: `{arg}` must hold real numbers, got dtype {value.dtype}")
+    try:
+        _arrays.namespace(x, value)
+        return value
+    except TypeError:
+        if not isinstance(value, np.ndarray):
+            raise TypeError(
+                f"{fn}: `{arg}` is a {_describe(value)} but `logits` is a {_describe(x)}; "
+                "pass arrays of one library (NumPy arrays and lists are converted)"
+            ) from None
+    if value.dtype.kind == "f" and _arrays.float_name(xp, x.dtype):
+        # Convert straight to the logits' dtype: one rounding, and no float64 request on a
+        # library that may not have it (JAX without x64).
+        return xp.asarray(value, dtype=x.dtype, device=_arrays.device(x))
+    return xp.asarray(value, device=_arrays.device(x))
+
+
+def float_labels(fn: str, arg: str, value: Any, x: Array, xp: Any) -> Array:
+    """Real-valued labels (or pos_weight) cast to the logits' dtype, as TF casts them."""
+    if value is None:
+        raise TypeError(f"{fn}: `{arg}` is required, got None")
+    z = _in_namespace_of(fn, arg, value, x, xp)
+    if not _arrays.is_real_dtype(xp, z.dtype):
+        raise TypeError(
+            f"{fn}: `{arg}` must hold real numbers (bool, integer or floating), "
+            f"got dtype {_arrays.dtype_name(z.dtype)}"
+        )
+    return xp.astype(z, x.dtype, copy=False)
+
+
+def same_shape(fn: str, arg: str, z: Array, x: Array) -> None:
+    if tuple(z.shape) != tuple(x.shape):
+        raise ValueError(
+            f"{fn}: `{arg}` and `logits` must have the same shape; "
+            f"got {arg} {tuple(z.shape)} and logits {tuple(x.shape)}"
+        )
+
+
+def broadcasts_into(fn: str, arg: str, z: Array, x: Array) -> None:
+    """``z`` broadcasts to ``x``'s shape without enlarging it (TF silently enlarges)."""
+    try:
+        shape = np.broadcast_shapes(tuple(z.shape), tuple(x.shape))
+    except ValueError:
+        shape = None
+    if shape != tuple(x.shape):
+        raise ValueError(
+            f"{fn}: `{arg}` of shape {tuple(z.shape)} must broadcast to the shape of `logits` "
+            f"{tuple(x.shape)} without enlarging it"
+        )
+
+
+def class_axis(fn: str, axis: Any, x: Array) -> int:
+    """A valid class axis of ``x`` as a non-negative int, with at least one class."""
+    ndim = len(x.shape)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{fn}: `axis` must be an int, got {_describe(axis)}")
+    if ndim == 0:
+        raise ValueError(
+            f"{fn}: `logits` must have at least one dimension (the classes), got a scalar"
+        )
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"{fn}: `axis` must be in [{-ndim}, {ndim}) for logits of shape {tuple(x.shape)}, "
+            f"got {axis}"
+        )
+    axis = int(axis) % ndim
+    if x.shape[axis] == 0:
+        raise ValueError(
+            f"{fn}: `logits` must have at least one class along axis {axis}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    return axis
+
+
+def sparse_labels(fn: str, labels: Any, x: Array, xp: Any) -> Array:
+    """Integer class labels of shape ``logits.shape[:-1]``, in range where that can be read."""
+    if labels is None:
+        raise TypeError(f"{fn}: `labels` is required, got None")
+    class_axis(fn, -1, x)
+    labels = _in_namespace_of(fn, "labels", labels, x, xp)
+    if not _arrays.is_integer_dtype(xp, labels.dtype):
+        raise TypeError(
+            f"{fn}: `labels` must have an integer dtype (class indices), "
+            f"got {_arrays.dtype_name(labels.dtype)}"
+        )
+    if tuple(labels.shape) != tuple(x.shape[:-1]):
+        raise ValueError(
+            f"{fn}: `labels` must have the shape of `logits` without its last (class) axis, "
+            f"{tuple(x.shape[:-1])}; got {tuple(labels.shape)}"
+        )
+    num_classes = x.shape[-1]
+    if math.prod(labels.shape) and _arrays.can_read_values(labels):
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{fn}: `labels` must lie in [0, {num_classes}) (the number of classes); "
+                f"got values from {low} to {high}"
+            )
+    return labels
