@@ -48,22 +48,19 @@ def logistic_loss(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
     differentiation sees the true derivative at ``x = 0``.
     """
     zero = _scalar(0.0, x, xp=xp)
-    one_minus_z = 1 - z
-    if q is None:
-        qz = z
-        log_weight = None
-    else:
-        qz = q * z
-        log_weight = one_minus_z + qz
     nonneg = x >= 0
-    coef = xp.where(nonneg, one_minus_z, qz)
     # |x| with the derivative of the chosen branch (1 or -1 at x = 0, never abs's 0).
     magnitude = xp.where(nonneg, x, -x)
-    # A zero coefficient contributes exactly zero, also at x = +-inf where 0 * inf is NaN.
-    linear = coef * xp.where(coef == 0, zero, magnitude)
+    one_minus_z = 1 - z
+    # Each coefficient that is zero contributes exactly zero, also at x = +-inf where 0 * inf is
+    # NaN. q z |x| is formed as q (z |x|): q z alone can underflow to 0 against an infinite x.
+    linear_pos = one_minus_z * xp.where(one_minus_z == 0, zero, magnitude)
+    linear_neg = z * xp.where(z == 0, zero, magnitude)
     log_term = xp.log1p(xp.exp(-magnitude))
-    if log_weight is not None:
-        log_term = log_weight * log_term
+    if q is not None:
+        linear_neg = q * xp.where(q == 0, zero, linear_neg)
+        log_term = (one_minus_z + q * z) * log_term
+    linear = xp.where(nonneg, linear_pos, linear_neg)
     return linear + log_term
 
 
