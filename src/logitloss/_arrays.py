@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 import array_api_compat
-import numpy as np
 
 Array = Any
 
@@ -20,6 +19,10 @@ _FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 def is_array(value: object) -> bool:
     return array_api_compat.is_array_api_obj(value)
+
+
+def is_numpy_array(value: object) -> bool:
+    return array_api_compat.is_numpy_array(value)
 
 
 def namespace(*arrays: Array) -> Any:
@@ -101,10 +104,3 @@ def can_read_values(x: Array) -> bool:
     if array_api_compat.is_jax_array(x):
         return not is_tracer(x)
     return not array_api_compat.is_lazy_array(x)
-
-
-def as_numpy_if_arraylike(value: Any) -> Any:
-    """Lists, tuples and Python scalars become NumPy arrays; arrays pass through."""
-    if is_array(value):
-        return value
-    return np.asarray(value)

@@ -72,7 +72,8 @@ def sigmoid_cross_entropy_with_logits(
     array([ 0., inf])
     """
     fn = "sigmoid_cross_entropy_with_logits"
-    x, xp = _validation.logits_array(fn, logits)
+    xp, device = _validation.namespace_of(fn, labels=labels, logits=logits)
+    x = _validation.logits_array(fn, logits, xp, device)
     z = _validation.float_labels(fn, "labels", labels, x, xp)
     _validation.same_shape(fn, "labels", z, x)
     return _reference.logistic(x, z, None, xp=xp)
@@ -147,7 +148,8 @@ def weighted_cross_entropy_with_logits(
         if labels is not None:
             raise TypeError(f"{fn}: give `labels` or its TF1 name `targets`, not both")
         labels = targets
-    x, xp = _validation.logits_array(fn, logits)
+    xp, device = _validation.namespace_of(fn, labels=labels, logits=logits, pos_weight=pos_weight)
+    x = _validation.logits_array(fn, logits, xp, device)
     z = _validation.float_labels(fn, "labels", labels, x, xp)
     _validation.same_shape(fn, "labels", z, x)
     q = _validation.float_labels(fn, "pos_weight", pos_weight, x, xp)
@@ -210,7 +212,8 @@ def softmax_cross_entropy_with_logits(
     array(2.06115362e-09)
     """
     fn = "softmax_cross_entropy_with_logits"
-    x, xp = _validation.logits_array(fn, logits)
+    xp, device = _validation.namespace_of(fn, labels=labels, logits=logits)
+    x = _validation.logits_array(fn, logits, xp, device)
     axis = _validation.class_axis(fn, axis, x)
     z = _validation.float_labels(fn, "labels", labels, x, xp)
     _validation.broadcasts_into(fn, "labels", z, x)
@@ -265,6 +268,7 @@ def sparse_softmax_cross_entropy_with_logits(
     array([4.37487950e-01, 5.13015252e-01, 2.06115362e-09])
     """
     fn = "sparse_softmax_cross_entropy_with_logits"
-    x, xp = _validation.logits_array(fn, logits)
+    xp, device = _validation.namespace_of(fn, labels=labels, logits=logits)
+    x = _validation.logits_array(fn, logits, xp, device)
     labels = _validation.sparse_labels(fn, labels, x, xp)
     return _reference.sparse_softmax(x, labels, xp=xp)

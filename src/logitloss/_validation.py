@@ -22,52 +22,73 @@ def _describe(value: Any) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
-def logits_array(fn: str, logits: Any) -> tuple[Array, Any]:
-    """Return ``(logits as an array, its namespace)``; array-likes become NumPy arrays."""
-    if logits is None:
-        raise TypeError(f"{fn}: `logits` is required, got None")
+def _is_numpy_like(value: Any) -> bool:
+    """NumPy arrays and array-likes (lists, scalars), which join the other arrays' library."""
+    return not _arrays.is_array(value) or _arrays.is_numpy_array(value)
+
+
+def namespace_of(fn: str, **arguments: Any) -> tuple[Any, Any]:
+    """The array library of the arguments and the device to put NumPy inputs on.
+
+    The library is that of the arrays passed that are not NumPy arrays (NumPy arrays, lists
+    and scalars are converted to it, as TF converts them); NumPy when all are NumPy-like. Arrays
+    of two different libraries are refused: moving one could silently copy across devices.
+    """
+    foreign = {k: v for k, v in arguments.items() if v is not None and not _is_numpy_like(v)}
+    if not foreign:
+        return _arrays.namespace(np.empty(0)), None
     try:
-        x = _arrays.as_numpy_if_arraylike(logits)
-        xp = _arrays.namespace(x)
+        xp = _arrays.namespace(*foreign.values())
+    except TypeError:
+        kinds = ", ".join(f"`{k}` is a {_describe(v)}" for k, v in foreign.items())
+        raise TypeError(
+            f"{fn}: arrays of different libraries ({kinds}); pass arrays of one library "
+            "(NumPy arrays and lists are converted to it)"
+        ) from None
+    return xp, _arrays.device(next(iter(foreign.values())))
+
+
+def _as_numpy(fn: str, arg: str, value: Any) -> np.ndarray:
+    try:
+        value = np.asarray(value)
     except (TypeError, ValueError) as err:
         raise TypeError(
-            f"{fn}: `logits` must be an array or array-like, got {_describe(logits)}"
+            f"{fn}: `{arg}` must be an array or array-like, got {_describe(value)}"
         ) from err
-    if _arrays.float_name(xp, x.dtype) is None:
+    if value.dtype.kind not in "biuf" and value.dtype.name != "bfloat16":
+        raise TypeError(f"{fn}: `{arg}` must hold real numbers, got dtype {value.dtype}")
+    return value
+
+
+def logits_array(fn: str, logits: Any, xp: Any, device: Any) -> Array:
+    """The logits as a real floating array of library ``xp`` (on ``device`` if converted)."""
+    if logits is None:
+        raise TypeError(f"{fn}: `logits` is required, got None")
+    if _is_numpy_like(logits):
+        logits = _as_numpy(fn, "logits", logits)
+        if _arrays.float_name(np, logits.dtype) is None:
+            raise TypeError(
+                f"{fn}: `logits` must have a real floating dtype ({_FLOATS}), "
+                f"got {_arrays.dtype_name(logits.dtype)}"
+            )
+        if device is not None:
+            logits = xp.asarray(logits, device=device)
+    if _arrays.float_name(xp, logits.dtype) is None:
         raise TypeError(
             f"{fn}: `logits` must have a real floating dtype ({_FLOATS}), "
-            f"got {_arrays.dtype_name(x.dtype)}"
+            f"got {_arrays.dtype_name(logits.dtype)}"
         )
-    return x, xp
+    return logits
 
 
 def _in_namespace_of(fn: str, arg: str, value: Any, x: Array, xp: Any) -> Array:
-    """``value`` as an array of ``x``'s library on ``x``'s device, with its own dtype.
-
-    NumPy arrays and array-likes are moved to ``x``'s library (as TF converts them); an array of
-    another library is refused, since moving it could silently copy across devices.
-    """
-    if not _arrays.is_array(value):
-        try:
-            value = np.asarray(value)
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"{fn}: `{arg}` must be an array or array-like, got {_describe(value)}"
-            ) from err
-        if value.dtype.kind not in "biuf":
-            raise TypeError(f"{fn}: `{arg}` must hold real numbers, got dtype {value.dtype}")
-    try:
-        _arrays.namespace(x, value)
-        return value
-    except TypeError:
-        if not isinstance(value, np.ndarray):
-            raise TypeError(
-                f"{fn}: `{arg}` is a {_describe(value)} but `logits` is a {_describe(x)}; "
-                "pass arrays of one library (NumPy arrays and lists are converted)"
-            ) from None
-    if value.dtype.kind == "f" and _arrays.float_name(xp, x.dtype):
-        # Convert straight to the logits' dtype: one rounding, and no float64 request on a
-        # library that may not have it (JAX without x64).
+    """``value`` as an array of ``x``'s library on ``x``'s device, keeping its kind of dtype."""
+    if not _is_numpy_like(value) or _arrays.is_numpy_array(x):
+        return value if _arrays.is_array(value) else _as_numpy(fn, arg, value)
+    value = _as_numpy(fn, arg, value)
+    if value.dtype.kind == "f":
+        # Straight to the logits' dtype: one rounding, and no float64 request on a library
+        # that may not have it (JAX without x64).
         return xp.asarray(value, dtype=x.dtype, device=_arrays.device(x))
     return xp.asarray(value, device=_arrays.device(x))
 
