@@ -1,0 +1,6 @@
+"""``python -m logitloss``: the ``logitloss`` command line."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

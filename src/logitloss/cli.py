@@ -1,0 +1,128 @@
+"""The ``logitloss`` command line: ``logitloss COMMAND [options]``.
+
+Each command is one :class:`Command`: its name, a one-line help, an example for ``--help``, a
+function that adds its options to its subparser and a function that runs it and returns the exit
+status. A new command (``eval``, ``stability``, ``bench``) is one more entry in :data:`COMMANDS`.
+
+Exit status: 0 on success, 1 for an expected failure (reported in one line on stderr, without a
+traceback), 2 for a usage error (argparse), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import __version__
+
+PROG = "logitloss"
+
+
+class CommandError(Exception):
+    """An expected failure of a command: reported as ``logitloss: error: ...``, exit status 1."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``configure`` adds its options, ``run`` executes it and returns the status."""
+
+    name: str
+    help: str
+    example: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    """``demo`` takes no options."""
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """Print the demo to standard output."""
+    from ._demo import run_demo
+
+    run_demo(sys.stdout)
+    return 0
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="demo",
+        help="TensorFlow's documented outputs beside logitloss's, and where the formulas fail",
+        example="logitloss demo",
+        configure=_configure_demo,
+        run=_run_demo,
+    ),
+)
+
+
+def _epilog() -> str:
+    """One example per command, for ``logitloss --help``."""
+    return "examples:\n" + "\n".join(f"  {command.example}" for command in COMMANDS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Cross-entropy losses from logits, exact to the last bit.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=f"example:\n  {command.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.configure(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def _exit_status(code: object) -> int:
+    """The status of a ``SystemExit`` raised by argparse (``None`` is success)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``logitloss`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    ``--help``, ``--version`` and usage errors return argparse's status (0, 0, 2) instead of
+    raising ``SystemExit``, so ``main`` can be called in-process.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return _exit_status(exit_.code)
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _discard_stdout()
+        return 1
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device once its reader has gone (``logitloss demo | head``), so
+    that the final flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
