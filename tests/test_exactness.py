@@ -142,6 +142,29 @@ def test_softmax_within_bound(dtype: str, data: st.DataObject) -> None:
     assert _exact.ulp_error(out, exact, dtype) <= BOUND[dtype]
 
 
+@pytest.mark.parametrize(
+    ("x", "z", "q"),
+    [
+        (-708.3964185322641, 5e-324, 1e4),  # z |x| is subnormal: q must scale it first
+        (710.282712893384, 1.0, 1e4),  # e^-x is subnormal: q must scale it first
+        (745.0, 1.0, 30.0),
+    ],
+)
+def test_float64_weighted_near_underflow(x: float, z: float, q: float) -> None:
+    out = weighted_cross_entropy_with_logits(np.array([z]), np.array([x]), q)[0]
+    assert _exact.ulp_error(float(out), _exact.logistic(x, z, q), "float64") <= 1
+
+
+@pytest.mark.parametrize("labels", [[0.5, 0.5], [1 - 2**-52, 2**-52], [0.25, 0.75]])
+def test_float64_softmax_wider_than_the_range(labels: list) -> None:
+    """x_j - max overflows; the loss does not (no inf where the exact value is finite)."""
+    big = float(np.finfo(np.float64).max)
+    logits = [big, -big]
+    out = float(softmax_cross_entropy_with_logits(np.array(labels), np.array(logits)))
+    exact = _exact.softmax(logits, labels)
+    assert _exact.ulp_error(out, exact, "float64") <= 1
+
+
 def test_against_scipy_special() -> None:
     """For hard labels the losses are -log_expit and logsumexp - x_j (scipy.special)."""
     special = pytest.importorskip("scipy.special")

@@ -80,6 +80,15 @@ def sparse_softmax(x: Sequence[float], label: int) -> Any:
     return softmax(x, [1.0 if j == label else 0.0 for j in range(len(x))])
 
 
+def rounds_to_infinity(fmt: str) -> Any:
+    """The smallest magnitude that rounds to infinity in ``fmt``: the largest finite value plus
+    half its ULP, ``(2 - 2^-p) 2^emax`` (65520 in float16), as an mpmath number."""
+    mp = _mp()
+    precision, emin = FORMATS[fmt]
+    with mp.workdps(DIGITS):
+        return (2 - mp.mpf(2) ** -precision) * mp.mpf(2) ** (1 - emin)
+
+
 def ulp_error(computed: float, exact: Any, fmt: str) -> float:
     """``|computed - exact|`` in units of the last place of ``exact`` in format ``fmt``.
 
@@ -91,9 +100,8 @@ def ulp_error(computed: float, exact: Any, fmt: str) -> float:
     precision, emin = FORMATS[fmt]
     if mp.isnan(exact) or math.isnan(computed):
         return 0.0 if (mp.isnan(exact) and math.isnan(computed)) else math.inf
-    largest = (2 - 2.0 ** (1 - precision)) * 2.0 ** (-emin + 1)
     if math.isinf(computed):
-        overflow = mp.isinf(exact) or abs(exact) >= largest * (1 + 2.0**-precision)
+        overflow = mp.isinf(exact) or abs(exact) >= rounds_to_infinity(fmt)
         same_sign = (computed > 0) == (exact > 0)
         return 0.0 if overflow and same_sign else math.inf
     if mp.isinf(exact):

@@ -13,6 +13,7 @@ NaN), which is the true limit of every such term.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 Array = Any
@@ -52,16 +53,40 @@ def logistic_loss(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
     # |x| with the derivative of the chosen branch (1 or -1 at x = 0, never abs's 0).
     magnitude = xp.where(nonneg, x, -x)
     one_minus_z = 1 - z
-    # Each coefficient that is zero contributes exactly zero, also at x = +-inf where 0 * inf is
-    # NaN. q z |x| is formed as q (z |x|): q z alone can underflow to 0 against an infinite x.
+    # A zero coefficient contributes exactly zero, also at x = +-inf where 0 * inf is NaN.
     linear_pos = one_minus_z * xp.where(one_minus_z == 0, zero, magnitude)
-    linear_neg = z * xp.where(z == 0, zero, magnitude)
-    log_term = xp.log1p(xp.exp(-magnitude))
-    if q is not None:
-        linear_neg = q * xp.where(q == 0, zero, linear_neg)
-        log_term = (one_minus_z + q * z) * log_term
+    if q is None:
+        linear_neg = z * xp.where(z == 0, zero, magnitude)
+        log_weight = None
+    else:
+        masked = xp.where((z == 0) | (q == 0), zero, magnitude)
+        # q z |x| as (q |x|) z: z |x| can be subnormal (z tiny) and lose the bits q would
+        # scale back up; q |x| can only overflow, and then q (z |x|) has no subnormal step.
+        q_x = q * masked
+        linear_neg = xp.where(xp.isfinite(q_x), q_x * z, q * (z * masked))
+        log_weight = one_minus_z + q * z
     linear = xp.where(nonneg, linear_pos, linear_neg)
-    return linear + log_term
+    return linear + _weighted_log1p_exp_neg(magnitude, log_weight, xp=xp)
+
+
+# Beyond this, e^-m < 2^-738: log1p(e^-m) == e^-m, which may be subnormal in float64.
+_FAR = 512.0
+_EXP_NEG_FAR = math.exp(-_FAR)
+
+
+def _weighted_log1p_exp_neg(m: Array, weight: Array | None, *, xp: Any) -> Array:
+    """``weight * log(1 + e^-m)`` for ``m >= 0``, also where ``e^-m`` is subnormal.
+
+    Past ``m = 512`` the value is ``(weight * e^(512 - m)) * e^-512``: the weight scales a
+    normal number before the result is rounded to the subnormal range, once (``512 - m`` is
+    exact by Sterbenz's lemma up to ``m = 1024``, beyond which the result is 0 anyway).
+    """
+    far = m > _FAR
+    e = xp.exp(xp.where(far, _FAR - m, -m))
+    near = xp.log1p(e)
+    if weight is not None:
+        e, near = weight * e, weight * near
+    return xp.where(far, e * _EXP_NEG_FAR, near)
 
 
 def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
@@ -104,7 +129,12 @@ def softmax_loss(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
     ties = xp.sum(xp.astype(is_max, x.dtype), axis=axis)
     tail = xp.sum(xp.where(is_max, zero, exp_d), axis=axis) + (ties - 1)
     log_sum = xp.log1p(tail)
-    terms = xp.where(z == 0, zero, z * (xp.expand_dims(log_sum, axis=axis) - hi))
+    log_sum_j = xp.expand_dims(log_sum, axis=axis)
+    # x_j - m overflows only for float64 logits further apart than the float64 range; there
+    # the term is formed from halves, 2 z (log_sum / 2 + (m / 2 - x_j / 2)).
+    overflow = xp.isinf(hi) & xp.isfinite(x) & xp.isfinite(m)
+    halves = 2 * (z * (log_sum_j / 2 + (m / 2 - x / 2)))
+    terms = xp.where(z == 0, zero, xp.where(overflow, halves, z * (log_sum_j - hi)))
     loss = xp.sum(terms, axis=axis)
     m = xp.squeeze(m, axis=axis)
     no_limit = xp.isnan(log_sum) | (m == -xp.inf) | ((m == xp.inf) & (ties > 1))

@@ -1,0 +1,786 @@
+"""Accuracy of logitloss next to TensorFlow, PyTorch and optax, against exact (mpmath) values.
+
+For each of the four losses (``tf.nn`` names) and each dtype (float16, bfloat16, float32,
+float64), every library computes the same inputs in that dtype, and each result is compared with
+the exact loss of those inputs (``logitloss._exact``, 50 digits) in ULPs of the dtype:
+
+* a deterministic grid over the whole range of the dtype: logits 0, -0, the smallest subnormal,
+  the smallest normal, 1e-10, moderate values, the thresholds where ``exp`` underflows or
+  overflows (17, 24, 40, 88, 100, 700, 745, ... where representable), the largest finite value,
+  ``+-inf`` and NaN; labels 0, 1, 0.5, tiny ones (eps, smallest normal, smallest subnormal),
+  ones near 1 (``1 - eps/2``, ``1 - eps``); ``pos_weight`` 0, 1e-3, 0.5, 1, 2, 30, 1e4;
+  softmax rows of 2 to 6 classes built from the same logits (``[20, 0]``, ties, huge spreads,
+  infinite logits) with one-hot and soft labels, and the same rows with class indices;
+* a seeded random sample: log-uniform logit magnitudes, labels uniform, near 0 and near 1, and
+  random softmax rows.
+
+Per (function, dtype, library) the report gives the largest ULP error over points whose exact
+value is finite and in the normal range (or zero), the same including subnormal results, the
+number of NaN/inf results where the exact value is finite (inputs all finite), the number of
+wrong limits among points with a non-finite input (``+-inf`` logits: a result that is not the
+exact 0, +inf or finite limit; NaN in must give NaN out), and the number of points. A library
+without the function or dtype is ``n/a``.
+
+Run it with ``make accuracy`` (``python benchmarks/accuracy.py``); ``--quick`` takes a smaller
+random sample, ``--out DIR`` picks the output folder (default ``benchmarks/results``), which
+receives ``accuracy.csv`` and ``accuracy.md``. The table is also printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import importlib
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from logitloss import _exact
+
+SIGMOID = "sigmoid_cross_entropy_with_logits"
+WEIGHTED = "weighted_cross_entropy_with_logits"
+SOFTMAX = "softmax_cross_entropy_with_logits"
+SPARSE = "sparse_softmax_cross_entropy_with_logits"
+FUNCTIONS = (SIGMOID, WEIGHTED, SOFTMAX, SPARSE)
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+LIBRARIES = ("logitloss", "tensorflow", "torch", "optax")
+TITLES = {
+    "logitloss": "logitloss",
+    "tensorflow": "TensorFlow",
+    "torch": "PyTorch",
+    "optax": "optax",
+}
+# logitloss's promise: 1 ULP for the narrow dtypes (subnormal results too), 4 ULP for float64.
+BOUNDS = {"float16": 1.0, "bfloat16": 1.0, "float32": 1.0, "float64": 4.0}
+
+SEED = 20240611
+POS_WEIGHTS = (0.0, 1e-3, 0.5, 1.0, 2.0, 30.0, 1e4)
+MAGNITUDES = (
+    1e-10, 1e-5, 1e-3, 0.1, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0, 11.0, 12.0, 15.0, 17.0, 18.0,
+    20.0, 24.0, 30.0, 36.0, 40.0, 50.0, 88.0, 89.0, 100.0, 104.0, 700.0, 709.0, 710.0, 745.0,
+    746.0, 1000.0, 1e4, 1e10, 1e30, 1e100,
+)  # fmt: skip
+
+
+class Unsupported(Exception):
+    """The library has no such function (optax has no ``pos_weight``)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def np_dtype(dtype: str) -> Any:
+    """The NumPy dtype for a dtype name (bfloat16 from ``ml_dtypes``)."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def finfo(dtype: str) -> Any:
+    """``finfo`` of a dtype name, bfloat16 included."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.finfo(ml_dtypes.bfloat16)
+    return np.finfo(dtype)
+
+
+def cast(values: Iterable[float] | np.ndarray, dtype: str) -> np.ndarray:
+    """Round float64 values to ``dtype`` and back: float64 arrays holding the dtype's values."""
+    with np.errstate(all="ignore"):
+        return np.asarray(values, dtype=np.float64).astype(np_dtype(dtype)).astype(np.float64)
+
+
+def unique(values: Iterable[float]) -> list[float]:
+    """Distinct values in order; -0.0 is distinct from 0.0, all NaNs are one."""
+    seen: dict[str, float] = {}
+    for v in values:
+        seen.setdefault(float(v).hex(), float(v))
+    return list(seen.values())
+
+
+def logit_grid(dtype: str) -> list[float]:
+    """Deterministic logits spanning the dtype, both signs, with +-inf and NaN."""
+    fi = finfo(dtype)
+    big, tiny, sub, eps = (float(fi.max), float(fi.tiny), float(fi.smallest_subnormal),
+                           float(fi.eps))  # fmt: skip
+    # Where exp overflows, where exp(-x) becomes subnormal / underflows, where it drops below eps.
+    thresholds = [math.log(big), -math.log(tiny), -math.log(sub), -math.log(eps)]
+    thresholds += [t + d for t in thresholds for d in (-0.5, 0.5)]
+    magnitudes = [sub, tiny, *MAGNITUDES, *thresholds, big / 2, big]
+    finite = [m for m in cast([m for m in magnitudes if m <= big], dtype) if m != 0]
+    return unique([0.0, -0.0, *finite, *(-m for m in finite), math.inf, -math.inf, math.nan])
+
+
+def label_grid(dtype: str) -> list[float]:
+    """Deterministic labels in [0, 1]: 0, 1, 0.5, tiny ones, ones just below 1."""
+    fi = finfo(dtype)
+    eps = float(fi.eps)
+    small = [eps, float(fi.tiny), float(fi.smallest_subnormal), 1e-3]
+    return unique(cast([0.0, 1.0, 0.5, 0.25, 0.9, 0.999, *small, 1 - eps / 2, 1 - eps], dtype))
+
+
+def random_logits(rng: np.random.Generator, dtype: str, n: int) -> np.ndarray:
+    """Log-uniform magnitudes with random signs: half over the whole range, half in [1e-3, 1e3]."""
+    fi = finfo(dtype)
+    wide = 10.0 ** rng.uniform(math.log10(float(fi.tiny)), math.log10(float(fi.max)), n - n // 2)
+    near = 10.0 ** rng.uniform(-3.0, min(3.0, math.log10(float(fi.max))), n // 2)
+    signs = rng.choice([-1.0, 1.0], n)
+    return cast(signs * np.minimum(np.concatenate([wide, near]), float(fi.max)), dtype)
+
+
+def random_labels(rng: np.random.Generator, dtype: str, n: int) -> np.ndarray:
+    """Labels in [0, 1]: a third uniform, a third log-uniform near 0, a third near 1."""
+    fi = finfo(dtype)
+    lo = math.log10(float(fi.smallest_subnormal))
+    k = n // 3
+    parts = [
+        rng.uniform(0.0, 1.0, n - 2 * k),
+        10.0 ** rng.uniform(lo, 0.0, k),
+        1.0 - 10.0 ** rng.uniform(math.log10(float(fi.eps)) - 0.3, 0.0, k),
+    ]
+    return cast(np.clip(np.concatenate(parts), 0.0, 1.0), dtype)
+
+
+def soft_labels(n: int, dtype: str, rng: np.random.Generator) -> list[tuple[float, ...]]:
+    """Label rows for ``n`` classes: one-hot on each class, uniform, near one-hot, random."""
+    eps = float(finfo(dtype).eps)
+    rows = [tuple(1.0 if k == j else 0.0 for k in range(n)) for j in range(n)]
+    rows.append(tuple([1.0 / n] * n))
+    rows.append((1.0 - eps, *([eps / (n - 1)] * (n - 1))))
+    rows.append(tuple(rng.dirichlet([0.5] * n)))
+    return [tuple(cast(r, dtype)) for r in rows]
+
+
+def row_grid(dtype: str) -> list[tuple[float, ...]]:
+    """Deterministic softmax rows of 2..6 classes from the logit grid, plus special rows."""
+    big = float(finfo(dtype).max)
+    rows: list[tuple[float, ...]] = []
+    for v in logit_grid(dtype):
+        rows += [(v, 0.0), (v, v), (v, -v), (0.0, v, 1.0), (v, v, 0.0, -v),
+                 (v, 20.0, -20.0, 1.0, 0.0, v / 2)]  # fmt: skip
+    inf, nan = math.inf, math.nan
+    rows += [
+        (20.0, 0.0), (0.0, 20.0), (1.0, 1.0, 1.0, 1.0, 1.0, 1.0), (big, -big), (big, big, big),
+        (big, big), (-big, -big, -big), (inf, 0.0, 1.0), (inf, inf), (-inf, -inf), (-inf, 0.0),
+        (inf, -inf, 3.0), (-inf, -inf, 5.0), (nan, 0.0), (0.0, 1.0, nan),
+        (88.0, 0.0, -88.0, 100.0, -100.0), (700.0, -700.0, 0.0), (17.0, 0.0, -17.0, 24.0, -24.0),
+        (10.0, 9.0, 8.0, 7.0, 6.0, 5.0), (1e4, 1e4, -1e4),
+    ]  # fmt: skip
+    out = []
+    for r in rows:
+        if all(math.isnan(v) or abs(v) <= big or math.isinf(v) for v in r):
+            out.append(tuple(cast(r, dtype)))
+    return out
+
+
+def random_rows(rng: np.random.Generator, dtype: str, n: int) -> list[tuple[float, ...]]:
+    """Random rows of 2..6 classes: Gaussian logits at log-uniform scales, some grid values."""
+    grid = logit_grid(dtype)
+    top = min(3.0, math.log10(float(finfo(dtype).max)) - 1)
+    rows = []
+    for _ in range(n):
+        k = int(rng.integers(2, 7))
+        values = rng.standard_normal(k) * 10.0 ** rng.uniform(-3.0, top)
+        if rng.random() < 0.15:
+            values[int(rng.integers(k))] = grid[int(rng.integers(len(grid)))]
+        rows.append(tuple(cast(values, dtype)))
+    return rows
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Group:
+    """Inputs of one shape: elementwise ``(N,)`` arrays, or ``(N, classes)`` rows."""
+
+    x: np.ndarray
+    z: np.ndarray  # float labels, or int64 class indices for the sparse loss
+    q: np.ndarray | None = None
+
+
+@dataclass
+class Cases:
+    """All inputs of one function and dtype, with their exact losses."""
+
+    function: str
+    dtype: str
+    groups: list[Group]
+    exact: list[Any] = field(default_factory=list)
+    limit: list[bool] = field(default_factory=list)
+
+    def point(self, index: int) -> tuple[Group, int]:
+        """The group and position of the ``index``-th point."""
+        for g in self.groups:
+            if index < len(g.x):
+                return g, index
+            index -= len(g.x)
+        raise IndexError(index)
+
+    def describe(self, index: int) -> str:
+        """The inputs of one point, in the dtype's shortest notation."""
+        g, i = self.point(index)
+        f = formatter(self.dtype)
+        if g.x.ndim == 1:
+            text = f"x={f(g.x[i])}, z={f(g.z[i])}"
+            return text if g.q is None else f"{text}, q={f(g.q[i])}"
+        xs = ", ".join(f(v) for v in g.x[i])
+        if g.z.ndim == 1:
+            return f"x=[{xs}], label={int(g.z[i])}"
+        return f"x=[{xs}], z=[{', '.join(f(v) for v in g.z[i])}]"
+
+
+def formatter(dtype: str) -> Callable[[float], str]:
+    """Shortest text of a value of ``dtype`` (``24``, ``0.99999994``, ``-inf``)."""
+    kind = np_dtype(dtype).type
+
+    def fmt(v: float) -> str:
+        text = str(kind(v))
+        return text[:-2] if text.endswith(".0") else text
+
+    return fmt
+
+
+def elementwise_cases(function: str, dtype: str, n_random: int, seed: int) -> Cases:
+    """Sigmoid or weighted inputs: the grid (logits x labels [x pos_weights]) and a sample."""
+    rng = np.random.default_rng([seed, DTYPES.index(dtype), FUNCTIONS.index(function)])
+    xs, zs = logit_grid(dtype), label_grid(dtype)
+    weights = [None] if function == SIGMOID else list(cast(POS_WEIGHTS, dtype))
+    grid = [(x, z, q) for x in xs for z in zs for q in weights]
+    x = np.array([p[0] for p in grid] + list(random_logits(rng, dtype, n_random)))
+    z = np.array([p[1] for p in grid] + list(random_labels(rng, dtype, n_random)))
+    q = None
+    if function == WEIGHTED:
+        sample = 10.0 ** rng.uniform(-3.0, 4.0, n_random)
+        sample[rng.random(n_random) < 0.05] = 0.0
+        q = np.array([p[2] for p in grid] + list(cast(sample, dtype)))
+    return Cases(function, dtype, [Group(x, z, q)])
+
+
+def row_cases(function: str, dtype: str, n_random: int, seed: int) -> Cases:
+    """Softmax (soft labels) or sparse (class indices) inputs, grouped by number of classes."""
+    rng = np.random.default_rng([seed, DTYPES.index(dtype), FUNCTIONS.index(function)])
+    rows = row_grid(dtype)
+    n_grid = len(rows)
+    rows += random_rows(rng, dtype, n_random)
+    points: dict[int, tuple[list[tuple[float, ...]], list[Any]]] = {}
+    for k, row in enumerate(rows):
+        n = len(row)
+        if function == SPARSE:
+            labels: list[Any] = list(range(n)) if k < n_grid else [int(rng.integers(n))]
+        elif k < n_grid:
+            labels = soft_labels(n, dtype, rng)
+        else:
+            one_hot = rng.random() < 0.5
+            z = np.eye(n)[rng.integers(n)] if one_hot else rng.dirichlet([0.5] * n)
+            labels = [tuple(cast(z, dtype))]
+        xs, zs = points.setdefault(n, ([], []))
+        xs += [row] * len(labels)
+        zs += labels
+    label_type = np.int64 if function == SPARSE else np.float64
+    groups = [
+        Group(np.array(xs, dtype=np.float64), np.array(zs, dtype=label_type))
+        for _, (xs, zs) in sorted(points.items())
+    ]
+    return Cases(function, dtype, groups)
+
+
+def exact_values(cases: Cases, cache: dict[tuple, Any]) -> None:
+    """Fill ``cases.exact`` and ``cases.limit``, reusing exact values already computed."""
+    for g in cases.groups:
+        for i in range(len(g.x)):
+            if g.x.ndim == 1:
+                q = 1.0 if g.q is None else float(g.q[i])
+                key: tuple = ("logistic", float(g.x[i]), float(g.z[i]), q)
+                inputs = key[1:]
+                if key not in cache:
+                    cache[key] = _exact.logistic(*inputs)
+            else:
+                xs = tuple(float(v) for v in g.x[i])
+                if g.z.ndim == 1:
+                    zs = tuple(1.0 if j == g.z[i] else 0.0 for j in range(len(xs)))
+                else:
+                    zs = tuple(float(v) for v in g.z[i])
+                key = ("softmax", xs, zs)
+                inputs = xs + zs
+                if key not in cache:
+                    cache[key] = _exact.softmax(xs, zs)
+            cases.exact.append(cache[key])
+            cases.limit.append(not all(math.isfinite(v) for v in inputs))
+
+
+# --------------------------------------------------------------------------- libraries
+
+
+def run_logitloss(function: str, dtype: str, g: Group) -> np.ndarray:
+    """logitloss on NumPy arrays of ``dtype``."""
+    import logitloss
+
+    dt = np_dtype(dtype)
+    x = g.x.astype(dt)
+    if function == SPARSE:
+        out = logitloss.sparse_softmax_cross_entropy_with_logits(labels=g.z, logits=x)
+    elif function == SOFTMAX:
+        out = logitloss.softmax_cross_entropy_with_logits(labels=g.z.astype(dt), logits=x)
+    elif function == WEIGHTED:
+        assert g.q is not None
+        out = logitloss.weighted_cross_entropy_with_logits(
+            labels=g.z.astype(dt), logits=x, pos_weight=g.q.astype(dt)
+        )
+    else:
+        out = logitloss.sigmoid_cross_entropy_with_logits(labels=g.z.astype(dt), logits=x)
+    if out.dtype != dt:
+        raise TypeError(f"logitloss returned {out.dtype} for {dtype}")
+    return np.asarray(out).astype(np.float64)
+
+
+def run_tensorflow(function: str, dtype: str, g: Group) -> np.ndarray:
+    """``tf.nn`` on ``tf.constant`` tensors of ``dtype``."""
+    import tensorflow as tf
+
+    dt = getattr(tf, dtype)
+    x = tf.constant(g.x, dtype=dt)
+    if function == SPARSE:
+        out = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.constant(g.z, dtype=tf.int64), logits=x
+        )
+    elif function == SOFTMAX:
+        out = tf.nn.softmax_cross_entropy_with_logits(labels=tf.constant(g.z, dtype=dt), logits=x)
+    elif function == WEIGHTED:
+        out = tf.nn.weighted_cross_entropy_with_logits(
+            labels=tf.constant(g.z, dtype=dt), logits=x, pos_weight=tf.constant(g.q, dtype=dt)
+        )
+    else:
+        out = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.constant(g.z, dtype=dt), logits=x)
+    if out.dtype != dt:
+        raise TypeError(f"TensorFlow returned {out.dtype} for {dtype}")
+    return tf.cast(out, tf.float64).numpy()
+
+
+def run_torch(function: str, dtype: str, g: Group) -> np.ndarray:
+    """``torch.nn.functional`` on CPU tensors of ``dtype``."""
+    import torch
+    import torch.nn.functional as F
+
+    dt = getattr(torch, dtype)
+    x = torch.tensor(g.x, dtype=dt)
+    if function == SPARSE:
+        out = F.cross_entropy(x, torch.tensor(g.z, dtype=torch.int64), reduction="none")
+    elif function == SOFTMAX:
+        out = F.cross_entropy(x, torch.tensor(g.z, dtype=dt), reduction="none")
+    else:
+        pos_weight = None if g.q is None else torch.tensor(g.q, dtype=dt)
+        out = F.binary_cross_entropy_with_logits(
+            x, torch.tensor(g.z, dtype=dt), reduction="none", pos_weight=pos_weight
+        )
+    if out.dtype != dt:
+        raise TypeError(f"PyTorch returned {out.dtype} for {dtype}")
+    return out.detach().to(torch.float64).numpy()
+
+
+def run_optax(function: str, dtype: str, g: Group) -> np.ndarray:
+    """optax on JAX arrays of ``dtype`` (64-bit mode on)."""
+    if function == WEIGHTED:
+        raise Unsupported("no pos_weight")
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    with jax.enable_x64(True):
+        dt = getattr(jnp, dtype)
+        x = jnp.asarray(g.x, dtype=dt)
+        if function == SPARSE:
+            out = optax.softmax_cross_entropy_with_integer_labels(
+                x, jnp.asarray(g.z, dtype=jnp.int64)
+            )
+        elif function == SOFTMAX:
+            out = optax.softmax_cross_entropy(x, jnp.asarray(g.z, dtype=dt))
+        else:
+            out = optax.sigmoid_binary_cross_entropy(x, jnp.asarray(g.z, dtype=dt))
+        if out.dtype != dt:
+            raise TypeError(f"optax returned {out.dtype} for {dtype}")
+        return np.asarray(out).astype(np.float64)
+
+
+RUNNERS: dict[str, tuple[str, Callable[[str, str, Group], np.ndarray]]] = {
+    "logitloss": ("logitloss", run_logitloss),
+    "tensorflow": ("tensorflow", run_tensorflow),
+    "torch": ("torch", run_torch),
+    "optax": ("optax", run_optax),
+}
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` imports."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def score(cases: Cases, computed: np.ndarray) -> dict[str, Any]:
+    """The metrics of one library's results on ``cases`` (same order as ``cases.exact``)."""
+    _, emin = _exact.FORMATS[cases.dtype]
+    rounds_to_inf = _exact.rounds_to_infinity(cases.dtype)
+    normal = 2.0**emin
+    max_normal = max_all = 0.0
+    worst_normal = -1
+    nan_or_inf = wrong_limits = 0
+    failure = ""
+    for i, (c, e) in enumerate(zip(computed.tolist(), cases.exact, strict=True)):
+        finite_exact = bool(e == e) and abs(e) != math.inf
+        if finite_exact and (math.isfinite(c) or (abs(e) >= rounds_to_inf and c == math.inf)):
+            u = 0.0 if math.isinf(c) else _exact.ulp_error(c, e, cases.dtype)
+            max_all = max(max_all, u)
+            if (e == 0 or abs(e) >= normal) and u > max_normal:
+                max_normal, worst_normal = u, i
+            continue
+        # NaN where the exact value is finite, inf where it rounds to a finite value, or (inputs
+        # with inf or NaN logits) a result other than the exact limit: NaN, +inf or finite.
+        if not finite_exact and _exact.ulp_error(c, e, cases.dtype) == 0:
+            continue
+        if cases.limit[i]:
+            wrong_limits += 1
+        else:
+            nan_or_inf += 1
+        if not failure:
+            failure = _example(cases, i, c)
+    return {
+        "max_ulp_normal": max_normal,
+        "max_ulp_all": max_all,
+        "nan_or_inf_where_finite": nan_or_inf,
+        "wrong_limits": wrong_limits,
+        "points": len(cases.exact),
+        "limit_points": sum(cases.limit),
+        "worst_input": _example(cases, worst_normal, computed[worst_normal])
+        if worst_normal >= 0
+        else "",
+        "failure_example": failure,
+    }
+
+
+def _example(cases: Cases, index: int, computed: float) -> str:
+    """``inputs -> result (exact value)``, to the precision of the dtype."""
+    digits = {"float16": 5, "bfloat16": 4, "float32": 9, "float64": 17}[cases.dtype]
+    exact = _fmt_exact(cases.exact[index], digits)
+    return f"{cases.describe(index)} -> {formatter(cases.dtype)(computed)} (exact {exact})"
+
+
+def _fmt_exact(value: Any, digits: int) -> str:
+    """An mpmath value to ``digits`` digits; ``10^(-2.944e38)`` far outside every format."""
+    import mpmath
+
+    if mpmath.isfinite(value) and value != 0 and abs(mpmath.log10(abs(value))) > 1000:
+        return f"10^({mpmath.nstr(mpmath.log10(abs(value)), 4)})"
+    return str(mpmath.nstr(value, digits))
+
+
+def compute(cases: Cases, library: str) -> np.ndarray | str:
+    """One library's results on every point of ``cases`` (float64), or why there are none."""
+    module, runner = RUNNERS[library]
+    if not installed(module):
+        return "not installed"
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parts = [np.ravel(runner(cases.function, cases.dtype, g)) for g in cases.groups]
+    except Unsupported as exc:
+        return f"n/a: {exc}"
+    except Exception as exc:  # a dtype or function the library does not support
+        return f"n/a: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+    return np.concatenate(parts).astype(np.float64)
+
+
+def evaluate(cases: Cases, library: str) -> dict[str, Any]:
+    """One library on ``cases``: metrics, or the reason it could not run."""
+    row: dict[str, Any] = {"function": cases.function, "dtype": cases.dtype, "library": library}
+    computed = compute(cases, library)
+    if isinstance(computed, str):
+        return {**row, "status": computed}
+    return {**row, "status": "ok", **score(cases, computed)}
+
+
+def measure(
+    quick: bool,
+    *,
+    functions: Sequence[str] = FUNCTIONS,
+    dtypes: Sequence[str] = DTYPES,
+    libraries: Sequence[str] = LIBRARIES,
+    seed: int = SEED,
+) -> list[dict[str, Any]]:
+    """Every (function, dtype, library) row of the report; ``quick`` samples fewer points."""
+    n_elementwise, n_rows = (200, 40) if quick else (20000, 2000)
+    cache: dict[tuple, Any] = {}
+    rows = []
+    for function in functions:
+        for dtype in dtypes:
+            if function in (SIGMOID, WEIGHTED):
+                cases = elementwise_cases(function, dtype, n_elementwise, seed)
+            else:
+                cases = row_cases(function, dtype, n_rows, seed)
+            exact_values(cases, cache)
+            rows += [evaluate(cases, library) for library in libraries]
+    return rows
+
+
+def point_cases(
+    function: str, dtype: str, x: Sequence[Any], z: Sequence[Any], q: Sequence[float] | None = None
+) -> Cases:
+    """Cases of a few given points (rows of logits for the softmax losses), with exact values."""
+    rows = function in (SOFTMAX, SPARSE)
+    group = Group(
+        np.array(x, dtype=np.float64, ndmin=2 if rows else 1),
+        np.array(z, dtype=np.int64 if function == SPARSE else np.float64),
+        None if q is None else np.array(q, dtype=np.float64),
+    )
+    cases = Cases(function, dtype, [group])
+    exact_values(cases, {})
+    return cases
+
+
+# The failures of the peers the report should make visible, one input each, in float32.
+SPOT_CHECKS: tuple[tuple[str, list[Any], list[Any], list[float] | None], ...] = (
+    (SIGMOID, [24.0], [1 - 2.0**-23], None),
+    (WEIGHTED, [-20.0], [0.0], [2.0]),
+    (SOFTMAX, [[20.0, 0.0]], [[1.0, 0.0]], None),
+    (SIGMOID, [math.inf], [1.0], None),
+    (SOFTMAX, [[math.inf, 0.0]], [[1.0, 0.0]], None),
+)
+
+
+def spot_checks(libraries: Sequence[str] = LIBRARIES) -> list[dict[str, Any]]:
+    """Each library on each of ``SPOT_CHECKS`` (float32): result, exact value, ULP error."""
+    out = []
+    for function, x, z, q in SPOT_CHECKS:
+        cases = point_cases(function, "float32", x, z, q)
+        for library in libraries:
+            row: dict[str, Any] = {
+                "function": function,
+                "input": cases.describe(0),
+                "exact": _fmt_exact(cases.exact[0], 9),
+                "library": library,
+                "limit": cases.limit[0],
+            }
+            computed = compute(cases, library)
+            if isinstance(computed, str):
+                out.append({**row, "status": computed})
+                continue
+            c = float(computed[0])
+            ulp = _exact.ulp_error(c, cases.exact[0], "float32")
+            out.append({**row, "status": "ok", "result": formatter("float32")(c), "ulp": ulp})
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def environment() -> dict[str, str]:
+    """Date, machine and versions of the libraries compared."""
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores",
+        "python": platform.python_version(),
+    }
+    for module in ("numpy", "logitloss", "torch", "tensorflow", "jax", "optax", "mpmath"):
+        try:
+            info[module] = str(importlib.import_module(module).__version__)
+        except ImportError:
+            info[module] = "not installed"
+    return info
+
+
+def fmt_ulp(value: float) -> str:
+    """``0.50``, ``12``, ``4.2e6``."""
+    if math.isinf(value):
+        return "inf"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 1000:
+        return f"{value:.0f}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def cell(row: dict[str, Any]) -> str:
+    """One library's result in a table cell: ``4.2e6 · 3 NaN/inf · 2 limits``."""
+    if row["status"] != "ok":
+        return "not installed" if row["status"] == "not installed" else "n/a"
+    text = fmt_ulp(row["max_ulp_normal"])
+    if fmt_ulp(row["max_ulp_all"]) != text:
+        text += f" (subn. {fmt_ulp(row['max_ulp_all'])})"
+    if row["nan_or_inf_where_finite"]:
+        text += f" · {row['nan_or_inf_where_finite']} NaN/inf"
+    if row["wrong_limits"]:
+        text += f" · {row['wrong_limits']} limits"
+    return text
+
+
+def _by_key(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    table: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        table.setdefault((r["function"], r["dtype"]), {})[r["library"]] = r
+    return table
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """One line per function x dtype, one column per library."""
+    libraries = [lib for lib in LIBRARIES if any(r["library"] == lib for r in rows)]
+    lines = [
+        "| function | dtype | points | " + " | ".join(TITLES[lib] for lib in libraries) + " |",
+        "|---|---|---:|" + "---|" * len(libraries),
+    ]
+    for (function, dtype), by_lib in _by_key(rows).items():
+        points = next((r["points"] for r in by_lib.values() if "points" in r), "")
+        cells = [cell(by_lib[lib]) if lib in by_lib else "" for lib in libraries]
+        lines.append(f"| {function} | {dtype} | {points} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def worst_table(rows: list[dict[str, Any]]) -> str:
+    """The worst input of every result beyond logitloss's bound, and the first NaN or limit."""
+    lines = ["| function | dtype | library | max ULP | worst input | first NaN/limit failure |",
+             "|---|---|---|---:|---|---|"]  # fmt: skip
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        beyond = r["max_ulp_normal"] > BOUNDS[r["dtype"]]
+        if beyond or r["failure_example"]:
+            worst = _code(r["worst_input"] if beyond else "")
+            lines.append(
+                f"| {r['function']} | {r['dtype']} | {TITLES[r['library']]} | "
+                f"{fmt_ulp(r['max_ulp_normal'])} | {worst} | {_code(r['failure_example'])} |"
+            )
+    return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    return f"`{text}`" if text else ""
+
+
+def spot_table(spots: list[dict[str, Any]]) -> str:
+    """One line per spot check: the exact value and each library's result with its error."""
+    libraries = [lib for lib in LIBRARIES if any(r["library"] == lib for r in spots)]
+    lines = [
+        "| function | input (float32) | exact | " + " | ".join(TITLES[x] for x in libraries) + " |",
+        "|---|---|---|" + "---|" * len(libraries),
+    ]
+    checks: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in spots:
+        checks.setdefault((r["function"], r["input"]), {})[r["library"]] = r
+    for (function, text), by_lib in checks.items():
+        exact = next(iter(by_lib.values()))["exact"]
+        cells = []
+        for lib in libraries:
+            r = by_lib.get(lib, {"status": ""})
+            if r["status"] != "ok":
+                cells.append("n/a" if r["status"].startswith("n/a") else r["status"])
+            elif math.isinf(r["ulp"]):
+                cells.append(f"{r['result']} (wrong{' limit' if r['limit'] else ''})")
+            else:
+                cells.append(f"{r['result']} ({fmt_ulp(r['ulp'])} ULP)")
+        lines.append(f"| {function} | `{text}` | {exact} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+COLUMNS = ("function", "dtype", "library", "status", "max_ulp_normal", "max_ulp_all",
+           "nan_or_inf_where_finite", "wrong_limits", "points", "limit_points", "worst_input",
+           "failure_example")  # fmt: skip
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], info: dict[str, str]) -> None:
+    """Long format, one line per (function, dtype, library), metadata as ``#`` lines."""
+    with path.open("w", newline="") as f:
+        for key, value in info.items():
+            f.write(f"# {key}: {value}\n")
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def write_markdown(
+    path: Path, rows: list[dict[str, Any]], spots: list[dict[str, Any]], info: dict[str, str]
+) -> None:
+    """The tables with a short legend and the environment."""
+    meta = "\n".join(f"- {key}: {value}" for key, value in info.items())
+    text = f"""# Accuracy against exact values (mpmath)
+
+Largest error in ULPs of the dtype over points whose exact loss is finite and in the normal range
+(or zero); `(subn. X)` when results in the subnormal range are worse. `N NaN/inf`: NaN where the
+exact loss is finite, or inf where it rounds to a finite value (all inputs finite); `N limits`:
+wrong results among inputs with infinite or NaN logits (exact limits 0, +inf or a finite value;
+NaN for NaN). logitloss promises 1 ULP for float16, bfloat16 and float32 (subnormal results
+included), 4 ULP for float64 (normal range), and every limit. Every library computes the same
+inputs in the dtype of the row; `n/a`: the library has no such function or dtype. Generated by
+`python benchmarks/accuracy.py` (`make accuracy`).
+
+{markdown_table(rows)}
+
+## Known failures, one input each
+
+{spot_table(spots)}
+
+## Worst inputs beyond logitloss's bound
+
+{worst_table(rows)}
+
+## Environment
+
+{meta}
+"""
+    path.write_text(text)
+
+
+def _enable_jax_x64() -> None:
+    """64-bit JAX for the whole run, so that optax computes float64 in float64."""
+    try:
+        import jax
+    except ImportError:
+        return
+    jax.config.update("jax_enable_x64", True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure, write ``accuracy.csv`` and ``accuracy.md`` under ``--out``, print the table."""
+    _enable_jax_x64()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller random sample")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    rows = measure(args.quick)
+    spots = spot_checks()
+    info = environment()
+    info["runtime"] = f"{time.perf_counter() - start:.0f} s" + (" (--quick)" if args.quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / "accuracy.csv", rows, info)
+    write_markdown(args.out / "accuracy.md", rows, spots, info)
+    print(markdown_table(rows))
+    print()
+    print(spot_table(spots))
+    print(f"\n{info['runtime']}; written to {args.out}/accuracy.csv and accuracy.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
