@@ -5,6 +5,12 @@ of the exact value (float16, bfloat16, float32) and with the true limits at infi
 NumPy, PyTorch, JAX, CuPy, Dask and array-api-strict arrays.
 """
 
+from ._gradients import (
+    sigmoid_cross_entropy_with_logits_grad,
+    softmax_cross_entropy_with_logits_grad,
+    sparse_softmax_cross_entropy_with_logits_grad,
+    weighted_cross_entropy_with_logits_grad,
+)
 from ._losses import (
     sigmoid_cross_entropy_with_logits,
     softmax_cross_entropy_with_logits,
@@ -17,7 +23,11 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "sigmoid_cross_entropy_with_logits",
+    "sigmoid_cross_entropy_with_logits_grad",
     "softmax_cross_entropy_with_logits",
+    "softmax_cross_entropy_with_logits_grad",
     "sparse_softmax_cross_entropy_with_logits",
+    "sparse_softmax_cross_entropy_with_logits_grad",
     "weighted_cross_entropy_with_logits",
+    "weighted_cross_entropy_with_logits_grad",
 ]

@@ -14,7 +14,7 @@ NaN), which is the true limit of every such term.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 Array = Any
 
@@ -117,28 +117,45 @@ def softmax_loss(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
     more than one ``+inf``, has no limit and gives NaN, as does any NaN in the row.
     """
     zero = _scalar(0.0, x, xp=xp)
-    nan = _scalar(float("nan"), x, xp=xp)
+    parts = _softmax_parts(x, axis=axis, xp=xp)
+    log_sum = xp.log1p(parts.tail)
+    # x_j - m overflows only for float64 logits further apart than the float64 range; there
+    # the term is formed from halves, 2 z (log_sum / 2 + (m / 2 - x_j / 2)).
+    overflow = xp.isinf(parts.hi) & xp.isfinite(x) & xp.isfinite(parts.m)
+    halves = 2 * (z * (log_sum / 2 + (parts.m / 2 - x / 2)))
+    terms = xp.where(z == 0, zero, xp.where(overflow, halves, z * (log_sum - parts.hi)))
+    loss = xp.sum(terms, axis=axis, keepdims=True)
+    return xp.squeeze(_nan_without_limit(loss, parts, xp=xp), axis=axis)
+
+
+class _SoftmaxParts(NamedTuple):
+    m: Array  # the row maximum (keepdims)
+    hi: Array  # x - m, error-free up to lo; 0 at the maxima
+    e: Array  # e^(x - m), corrected by the rounding error of hi; 1 at the maxima
+    ties: Array  # how many entries equal the maximum (keepdims)
+    tail: Array  # T = the sum of e over all entries but one maximum (keepdims)
+
+
+def _softmax_parts(x: Array, *, axis: int, xp: Any) -> _SoftmaxParts:
+    zero = _scalar(0.0, x, xp=xp)
     m = xp.max(x, axis=axis, keepdims=True)
     is_max = x == m
     hi, lo = _two_sum(x, -m)
     hi = xp.where(is_max, zero, hi)
     # lo is NaN where hi is infinite (x = -inf); e^{-inf} = 0 needs no correction there.
     lo = xp.where(is_max | ~xp.isfinite(lo), zero, lo)
-    exp_d = xp.exp(hi)
-    exp_d = exp_d + exp_d * lo
-    ties = xp.sum(xp.astype(is_max, x.dtype), axis=axis)
-    tail = xp.sum(xp.where(is_max, zero, exp_d), axis=axis) + (ties - 1)
-    log_sum = xp.log1p(tail)
-    log_sum_j = xp.expand_dims(log_sum, axis=axis)
-    # x_j - m overflows only for float64 logits further apart than the float64 range; there
-    # the term is formed from halves, 2 z (log_sum / 2 + (m / 2 - x_j / 2)).
-    overflow = xp.isinf(hi) & xp.isfinite(x) & xp.isfinite(m)
-    halves = 2 * (z * (log_sum_j / 2 + (m / 2 - x / 2)))
-    terms = xp.where(z == 0, zero, xp.where(overflow, halves, z * (log_sum_j - hi)))
-    loss = xp.sum(terms, axis=axis)
-    m = xp.squeeze(m, axis=axis)
-    no_limit = xp.isnan(log_sum) | (m == -xp.inf) | ((m == xp.inf) & (ties > 1))
-    return xp.where(no_limit, nan, loss)
+    e = xp.exp(hi)
+    e = e + e * lo
+    ties = xp.sum(xp.astype(is_max, x.dtype), axis=axis, keepdims=True)
+    tail = xp.sum(xp.where(is_max, zero, e), axis=axis, keepdims=True) + (ties - 1)
+    return _SoftmaxParts(m, hi, e, ties, tail)
+
+
+def _nan_without_limit(value: Array, parts: _SoftmaxParts, *, xp: Any) -> Array:
+    """NaN for rows with a NaN, all ``-inf`` or more than one ``+inf``: no limit exists."""
+    m = parts.m
+    no_limit = xp.isnan(parts.tail) | (m == -xp.inf) | ((m == xp.inf) & (parts.ties > 1))
+    return xp.where(no_limit, _scalar(float("nan"), value, xp=xp), value)
 
 
 def one_hot(labels: Array, num_classes: int, dtype: Any, *, xp: Any) -> Array:
@@ -153,7 +170,123 @@ def sparse_softmax_loss(x: Array, labels: Array, *, xp: Any) -> Array:
     The same formula as :func:`softmax_loss` with one-hot labels; a label outside
     ``[0, num_classes)`` gives NaN for its row (eager backends raise before getting here).
     """
-    num_classes = x.shape[-1]
-    loss = softmax_loss(x, one_hot(labels, num_classes, x.dtype, xp=xp), axis=-1, xp=xp)
+    z = one_hot(labels, x.shape[-1], x.dtype, xp=xp)
+    return _nan_out_of_range(softmax_loss(x, z, axis=-1, xp=xp), labels, x.shape[-1], xp=xp)
+
+
+def _nan_out_of_range(value: Array, labels: Array, num_classes: int, *, xp: Any) -> Array:
+    """NaN for the rows (of the loss, or of a gradient) whose label is not a class."""
     out_of_range = (labels < 0) | (labels >= num_classes)
-    return xp.where(out_of_range, _scalar(float("nan"), x, xp=xp), loss)
+    if value.ndim > labels.ndim:
+        out_of_range = xp.expand_dims(out_of_range, axis=-1)
+    return xp.where(out_of_range, _scalar(float("nan"), value, xp=xp), value)
+
+
+# --- Gradients ---------------------------------------------------------------------------------
+
+_LN3 = math.log(3.0)
+
+
+def logistic_grad_logits(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
+    r"""``d/dx`` of :func:`logistic_loss`: :math:`(1 - z)\,\sigma(x) - q z\,\sigma(-x)`.
+
+    Written three ways, each free of cancellation that the exact value does not have, with
+    :math:`l = (1 - z) + q z` and :math:`s = \sigma(-|x|) = e/(1 + e)`, :math:`e = e^{-|x|}`:
+
+    - :math:`|x| < \ln 3`: :math:`\tfrac{l}{2}\tanh(x/2) + \tfrac{(1 - z) - q z}{2}` (keeps
+      ``2.5e-11`` at ``x = 1e-10, z = 0.5``, where ``sigma(x) - z`` rounds to 0);
+    - :math:`x \ge \ln 3`: :math:`(1 - z) - l s`;
+    - :math:`x \le -\ln 3`: :math:`l s - q z`.
+
+    What cancels in these is the gradient's own zero (where :math:`(1 - z)\sigma(x) = q z
+    \sigma(-x)`), which no formula avoids. Limits: ``1 - z`` at ``x = +inf``, ``-q z`` at
+    ``x = -inf``.
+    """
+    qz = z if q is None else q * z
+    one_minus_z = 1 - z
+    weight = one_minus_z + qz
+    magnitude = xp.where(x >= 0, x, -x)
+    e = xp.exp(-magnitude)
+    s = e / (1 + e)
+    near_zero = (weight / 2) * xp.tanh(x / 2) + (one_minus_z - qz) / 2
+    far = xp.where(x >= 0, one_minus_z - weight * s, weight * s - qz)
+    return xp.where(magnitude < _LN3, near_zero, far)
+
+
+def logistic_grad_labels(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
+    r"""``d/dz`` of :func:`logistic_loss`: :math:`q\,\mathrm{softplus}(-x) - \mathrm{softplus}(x)`.
+
+    ``-x`` exactly for the unweighted loss; with ``q``, :math:`(q - 1)\log(1 + e^{-x}) - x` for
+    :math:`x \ge 0` and :math:`q(-x) + (q - 1)\log(1 + e^{x})` for :math:`x < 0`. Does not
+    depend on ``z``; ``z`` sets the shape only.
+    """
+    if q is None:
+        return xp.broadcast_to(-x, _broadcast_shape(x, z))
+    zero = _scalar(0.0, x, xp=xp)
+    nonneg = x >= 0
+    magnitude = xp.where(nonneg, x, -x)
+    q_minus_one = q - 1
+    log_term = q_minus_one * _weighted_log1p_exp_neg(magnitude, None, xp=xp)
+    # q (-x) with q = 0 is 0 also at x = -inf.
+    linear = xp.where(nonneg, -x, q * xp.where(q == 0, zero, magnitude))
+    return xp.broadcast_to(linear + log_term, _broadcast_shape(x, z, q))
+
+
+def logistic_grad_pos_weight(x: Array, z: Array, *, xp: Any) -> Array:
+    r"""``d/dq`` of :func:`logistic_loss`, elementwise: :math:`z\,\mathrm{softplus}(-x)`."""
+    zero = _scalar(0.0, x, xp=xp)
+    nonneg = x >= 0
+    magnitude = xp.where(nonneg, x, -x)
+    linear = xp.where(nonneg, zero, z * xp.where(z == 0, zero, magnitude))
+    return linear + z * _weighted_log1p_exp_neg(magnitude, None, xp=xp)
+
+
+def _broadcast_shape(*arrays: Array) -> tuple[int, ...]:
+    import numpy as np
+
+    return tuple(np.broadcast_shapes(*(tuple(a.shape) for a in arrays)))
+
+
+def _first_max(x: Array, *, axis: int, xp: Any) -> Array:
+    """A mask of the first maximum of each row along ``axis``."""
+    axis %= x.ndim
+    index = xp.argmax(x, axis=axis, keepdims=True)
+    positions = xp.arange(x.shape[axis], device=_device(x))
+    positions = xp.reshape(positions, tuple(-1 if d == axis else 1 for d in range(x.ndim)))
+    return positions == index
+
+
+def softmax_grad_logits(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
+    r"""``d/dx_j`` of :func:`softmax_loss`: :math:`\mathrm{softmax}(x)_j \sum_k z_k - z_j`.
+
+    The true derivative for labels of any sum (TF's kernel returns ``softmax - z``, which is
+    this only when the labels sum to 1). With ``e_j = e^{x_j - m}`` and :math:`S = \sum_k z_k`,
+    :math:`S e_j / (1 + T) - z_j`; for the first maximum ``a`` (``e_a = 1``) it is formed as
+    :math:`(\sum_{k \ne a} z_k - z_a T) / (1 + T)`, so that a softmax near one does not round
+    ``1 / (1 + T) - 1`` to 0.
+    """
+    zero = _scalar(0.0, x, xp=xp)
+    z = xp.broadcast_to(z, x.shape)
+    parts = _softmax_parts(x, axis=axis, xp=xp)
+    first_max = _first_max(x, axis=axis, xp=xp)
+    total = xp.sum(z, axis=axis, keepdims=True)
+    others = xp.sum(xp.where(first_max, zero, z), axis=axis, keepdims=True)
+    denominator = 1 + parts.tail
+    at_max = (others - z * parts.tail) / denominator
+    elsewhere = (total * parts.e) / denominator - z
+    return _nan_without_limit(xp.where(first_max, at_max, elsewhere), parts, xp=xp)
+
+
+def softmax_grad_labels(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
+    r"""``d/dz_j`` of :func:`softmax_loss`: :math:`\operatorname{logsumexp}(x) - x_j \ge 0`
+    (``+inf`` where that exceeds the float range)."""
+    parts = _softmax_parts(x, axis=axis, xp=xp)
+    gap = _nan_without_limit(xp.log1p(parts.tail) - parts.hi, parts, xp=xp)
+    return xp.broadcast_to(gap, _broadcast_shape(x, z))
+
+
+def sparse_softmax_grad_logits(x: Array, labels: Array, *, xp: Any) -> Array:
+    """``d/dx`` of :func:`sparse_softmax_loss`: ``softmax(x) - one_hot(labels)``."""
+    z = one_hot(labels, x.shape[-1], x.dtype, xp=xp)
+    grad = softmax_grad_logits(x, z, axis=-1, xp=xp)
+    return _nan_out_of_range(grad, labels, x.shape[-1], xp=xp)

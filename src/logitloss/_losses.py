@@ -153,7 +153,7 @@ def weighted_cross_entropy_with_logits(
     z = _validation.float_labels(fn, "labels", labels, x, xp)
     _validation.same_shape(fn, "labels", z, x)
     q = _validation.float_labels(fn, "pos_weight", pos_weight, x, xp)
-    _validation.broadcasts_into(fn, "pos_weight", q, x)
+    _validation.broadcasts_into(fn, "pos_weight", q, tuple(x.shape))
     return _reference.logistic(x, z, q, xp=xp)
 
 
@@ -216,7 +216,7 @@ def softmax_cross_entropy_with_logits(
     x = _validation.logits_array(fn, logits, xp, device)
     axis = _validation.class_axis(fn, axis, x)
     z = _validation.float_labels(fn, "labels", labels, x, xp)
-    _validation.broadcasts_into(fn, "labels", z, x)
+    _validation.broadcasts_into(fn, "labels", z, tuple(x.shape))
     return _reference.softmax(x, z, axis=axis, xp=xp)
 
 

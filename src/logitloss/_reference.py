@@ -45,3 +45,56 @@ def sparse_softmax(x: Array, labels: Array, *, xp: Any) -> Array:
     (wx,) = _widen(xp, x)
     with _quiet_numpy():
         return xp.astype(_formulas.sparse_softmax_loss(wx, labels, xp=xp), x.dtype, copy=False)
+
+
+def _sum_to_shape(a: Array, shape: tuple[int, ...], *, xp: Any) -> Array:
+    """Sum ``a`` over the axes that broadcasting added to or stretched in ``shape``."""
+    extra = a.ndim - len(shape)
+    if extra:
+        a = xp.sum(a, axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+    if stretched:
+        a = xp.sum(a, axis=stretched, keepdims=True)
+    return xp.asarray(a)  # NumPy's full reduction gives a scalar: keep a 0-d array
+
+
+def logistic_grad(
+    x: Array, z: Array, q: Array | None, upstream: Array, *, wrt: str, xp: Any
+) -> Array:
+    """The gradient of ``sum(upstream * loss)`` for the sigmoid (``q is None``) or weighted
+    loss with respect to ``wrt`` ("logits", "labels" or "pos_weight"), in ``x``'s dtype and
+    the shape of that argument."""
+    wx, wz, wq, wg = _widen(xp, x, z, q, upstream)
+    with _quiet_numpy():
+        if wrt == "logits":
+            grad = _formulas.logistic_grad_logits(wx, wz, wq, xp=xp)
+        elif wrt == "labels":
+            grad = _formulas.logistic_grad_labels(wx, wz, wq, xp=xp)
+        else:
+            grad = _formulas.logistic_grad_pos_weight(wx, wz, xp=xp)
+        grad = grad * wg
+        if wrt == "pos_weight":
+            grad = _sum_to_shape(grad, tuple(q.shape), xp=xp)
+        return xp.astype(grad, x.dtype, copy=False)
+
+
+def softmax_grad(x: Array, z: Array, upstream: Array, *, axis: int, wrt: str, xp: Any) -> Array:
+    """The gradient of ``sum(upstream * loss)`` for the softmax loss with respect to ``wrt``
+    ("logits" or "labels"), in ``x``'s dtype and the shape of that argument."""
+    wx, wz, wg = _widen(xp, x, z, upstream)
+    wg = xp.expand_dims(wg, axis=axis)
+    with _quiet_numpy():
+        if wrt == "logits":
+            grad = _formulas.softmax_grad_logits(wx, wz, axis=axis, xp=xp) * wg
+        else:
+            grad = _formulas.softmax_grad_labels(wx, wz, axis=axis, xp=xp) * wg
+            grad = _sum_to_shape(grad, tuple(z.shape), xp=xp)
+        return xp.astype(grad, x.dtype, copy=False)
+
+
+def sparse_softmax_grad(x: Array, labels: Array, upstream: Array, *, xp: Any) -> Array:
+    """The gradient of ``sum(upstream * loss)`` for the sparse loss with respect to the logits."""
+    wx, wg = _widen(xp, x, upstream)
+    with _quiet_numpy():
+        grad = _formulas.sparse_softmax_grad_logits(wx, labels, xp=xp)
+        return xp.astype(grad * xp.expand_dims(wg, axis=-1), x.dtype, copy=False)

@@ -114,17 +114,23 @@ def same_shape(fn: str, arg: str, z: Array, x: Array) -> None:
         )
 
 
-def broadcasts_into(fn: str, arg: str, z: Array, x: Array) -> None:
-    """``z`` broadcasts to ``x``'s shape without enlarging it (TF silently enlarges)."""
+def broadcasts_into(
+    fn: str, arg: str, z: Array, shape: tuple[int, ...], target: str = "`logits`"
+) -> None:
+    """``z`` broadcasts to ``shape`` without enlarging it (TF silently enlarges)."""
     try:
-        shape = np.broadcast_shapes(tuple(z.shape), tuple(x.shape))
+        result = np.broadcast_shapes(tuple(z.shape), tuple(shape))
     except ValueError:
-        shape = None
-    if shape != tuple(x.shape):
+        result = None
+    if result != tuple(shape):
         raise ValueError(
-            f"{fn}: `{arg}` of shape {tuple(z.shape)} must broadcast to the shape of `logits` "
-            f"{tuple(x.shape)} without enlarging it"
+            f"{fn}: `{arg}` of shape {tuple(z.shape)} must broadcast to the shape of {target} "
+            f"{tuple(shape)} without enlarging it"
         )
+
+
+def device_of(x: Array) -> Any:
+    return _arrays.device(x)
 
 
 def class_axis(fn: str, axis: Any, x: Array) -> int:
