@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _reference, _validation
+from . import _dispatch, _validation
 
 Array = Any
 
@@ -76,7 +76,7 @@ def sigmoid_cross_entropy_with_logits(
     x = _validation.logits_array(fn, logits, xp, device)
     z = _validation.float_labels(fn, "labels", labels, x, xp)
     _validation.same_shape(fn, "labels", z, x)
-    return _reference.logistic(x, z, None, xp=xp)
+    return _dispatch.logistic(x, z, None, xp=xp)
 
 
 def weighted_cross_entropy_with_logits(
@@ -154,7 +154,7 @@ def weighted_cross_entropy_with_logits(
     _validation.same_shape(fn, "labels", z, x)
     q = _validation.float_labels(fn, "pos_weight", pos_weight, x, xp)
     _validation.broadcasts_into(fn, "pos_weight", q, tuple(x.shape))
-    return _reference.logistic(x, z, q, xp=xp)
+    return _dispatch.logistic(x, z, q, xp=xp)
 
 
 def softmax_cross_entropy_with_logits(
@@ -217,7 +217,7 @@ def softmax_cross_entropy_with_logits(
     axis = _validation.class_axis(fn, axis, x)
     z = _validation.float_labels(fn, "labels", labels, x, xp)
     _validation.broadcasts_into(fn, "labels", z, tuple(x.shape))
-    return _reference.softmax(x, z, axis=axis, xp=xp)
+    return _dispatch.softmax(x, z, axis=axis, xp=xp)
 
 
 def sparse_softmax_cross_entropy_with_logits(
@@ -271,4 +271,4 @@ def sparse_softmax_cross_entropy_with_logits(
     xp, device = _validation.namespace_of(fn, labels=labels, logits=logits)
     x = _validation.logits_array(fn, logits, xp, device)
     labels = _validation.sparse_labels(fn, labels, x, xp)
-    return _reference.sparse_softmax(x, labels, xp=xp)
+    return _dispatch.sparse_softmax(x, labels, xp=xp)
