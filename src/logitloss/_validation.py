@@ -66,12 +66,7 @@ def logits_array(fn: str, logits: Any, xp: Any, device: Any) -> Array:
         raise TypeError(f"{fn}: `logits` is required, got None")
     if _is_numpy_like(logits):
         logits = _as_numpy(fn, "logits", logits)
-        if _arrays.float_name(np, logits.dtype) is None:
-            raise TypeError(
-                f"{fn}: `logits` must have a real floating dtype ({_FLOATS}), "
-                f"got {_arrays.dtype_name(logits.dtype)}"
-            )
-        if device is not None:
+        if device is not None and logits.dtype.kind in "biuf":
             logits = xp.asarray(logits, device=device)
     if _arrays.float_name(xp, logits.dtype) is None:
         raise TypeError(
