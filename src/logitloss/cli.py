@@ -48,6 +48,22 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_eval(parser: argparse.ArgumentParser) -> None:
+    from . import _eval_command
+
+    _eval_command.configure(parser)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from . import _eval_command
+    from ._files import DataError
+
+    try:
+        return _eval_command.run(args)
+    except DataError as error:
+        raise CommandError(str(error)) from None
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="demo",
@@ -55,6 +71,13 @@ COMMANDS: tuple[Command, ...] = (
         example="logitloss demo",
         configure=_configure_demo,
         run=_run_demo,
+    ),
+    Command(
+        name="eval",
+        help="a loss over prediction files (.npy, .npz, CSV, Parquet), streamed in chunks",
+        example="logitloss eval sparse --logits preds.npz:logits --labels preds.npz:labels",
+        configure=_configure_eval,
+        run=_run_eval,
     ),
 )
 
