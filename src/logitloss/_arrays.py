@@ -25,6 +25,10 @@ def is_numpy_array(value: object) -> bool:
     return array_api_compat.is_numpy_array(value)
 
 
+def is_jax_array(value: object) -> bool:
+    return array_api_compat.is_jax_array(value)
+
+
 def namespace(*arrays: Array) -> Any:
     return array_api_compat.array_namespace(*arrays)
 

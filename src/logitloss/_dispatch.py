@@ -1,26 +1,71 @@
 """The single place that decides how a validated call is computed.
 
-Today: the array-API reference (``_reference``) for every library; autodiff follows its
-formulas. The exact-gradient autodiff paths (PyTorch ``autograd.Function``, JAX ``custom_jvp``)
-and the fast CPU kernels plug in here, each imported only when its library's arrays arrive.
+- PyTorch tensors of which one needs a derivative: reverse mode (grad mode on and
+  ``requires_grad`` set) or forward mode (a dual tensor of ``torch.autograd.forward_ad`` or
+  ``torch.func.jacfwd``, which grad mode does not switch off): a ``torch.autograd.Function``
+  whose backward and jvp are the exact gradients (``_torch_autograd``). Other tensors take the
+  reference path and come back without a ``grad_fn``.
+- JAX arrays, tracers included: ``jax.custom_jvp`` functions whose JVP rule is the exact
+  gradient (``_jax_autodiff``). Always, since whether JAX will differentiate is not known when
+  the function is called (``jax.grad`` traces it like any other call).
+- Everything else: the array-API reference (``_reference``).
+
+The torch and JAX modules are imported only when their arrays arrive: ``import logitloss``
+imports neither library, and array-api-compat recognises their arrays without importing them.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
+
+import array_api_compat
 
 from . import _reference
 
 Array = Any
 
 
+def _autodiff(x: Array, *others: Array | None) -> ModuleType | None:
+    """The autodiff implementation for these (validated, same-library) arrays, or None."""
+    if array_api_compat.is_jax_array(x):
+        from . import _jax_autodiff
+
+        return _jax_autodiff
+    if array_api_compat.is_torch_array(x) and _torch_needs_derivative(x, *others):
+        from . import _torch_autograd
+
+        return _torch_autograd
+    return None
+
+
+def _torch_needs_derivative(*tensors: Array | None) -> bool:
+    """Whether autograd, backward or forward mode, will differentiate through these tensors."""
+    import torch  # already imported: its tensors are here
+    from torch.autograd import forward_ad
+
+    present = [t for t in tensors if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
+        return True
+    return any(forward_ad.unpack_dual(t).tangent is not None for t in present)
+
+
 def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
+    impl = _autodiff(x, z, q)
+    if impl is not None:
+        return impl.logistic(x, z, q)
     return _reference.logistic(x, z, q, xp=xp)
 
 
 def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
+    impl = _autodiff(x, z)
+    if impl is not None:
+        return impl.softmax(x, z, axis=axis)
     return _reference.softmax(x, z, axis=axis, xp=xp)
 
 
 def sparse_softmax(x: Array, labels: Array, *, xp: Any) -> Array:
+    impl = _autodiff(x)
+    if impl is not None:
+        return impl.sparse_softmax(x, labels)
     return _reference.sparse_softmax(x, labels, xp=xp)

@@ -55,7 +55,7 @@ def _sum_to_shape(a: Array, shape: tuple[int, ...], *, xp: Any) -> Array:
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
     if stretched:
         a = xp.sum(a, axis=stretched, keepdims=True)
-    return xp.asarray(a)  # NumPy's full reduction gives a scalar: keep a 0-d array
+    return xp.reshape(a, shape)  # also keeps NumPy's full reduction a 0-d array, not a scalar
 
 
 def logistic_grad(

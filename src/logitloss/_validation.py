@@ -169,7 +169,10 @@ def sparse_labels(fn: str, labels: Any, x: Array, xp: Any) -> Array:
         )
     num_classes = x.shape[-1]
     if math.prod(labels.shape) and _arrays.can_read_values(labels):
-        low, high = int(xp.min(labels)), int(xp.max(labels))
+        # A concrete JAX array may be closed over by a function being traced: read it through
+        # NumPy, since jnp.min would then return a tracer.
+        ns, values = (np, np.asarray(labels)) if _arrays.is_jax_array(labels) else (xp, labels)
+        low, high = int(ns.min(values)), int(ns.max(values))
         if low < 0 or high >= num_classes:
             raise ValueError(
                 f"{fn}: `labels` must lie in [0, {num_classes}) (the number of classes); "
