@@ -349,79 +349,162 @@ def run_logitloss(function: str, dtype: str, g: Group) -> np.ndarray:
     return np.asarray(out).astype(np.float64)
 
 
+def run_logitloss_grad(function: str, dtype: str, g: Group) -> np.ndarray:
+    """logitloss's ``_grad`` functions (w.r.t. the logits) on NumPy arrays of ``dtype``."""
+    import logitloss
+
+    dt = np_dtype(dtype)
+    x = g.x.astype(dt)
+    if function == SPARSE:
+        out = logitloss.sparse_softmax_cross_entropy_with_logits_grad(g.z, x)
+    elif function == SOFTMAX:
+        out = logitloss.softmax_cross_entropy_with_logits_grad(g.z.astype(dt), x)
+    elif function == WEIGHTED:
+        assert g.q is not None
+        out = logitloss.weighted_cross_entropy_with_logits_grad(g.z.astype(dt), x, g.q.astype(dt))
+    else:
+        out = logitloss.sigmoid_cross_entropy_with_logits_grad(g.z.astype(dt), x)
+    if out.dtype != dt:
+        raise TypeError(f"logitloss returned {out.dtype} for {dtype}")
+    return np.asarray(out).astype(np.float64)
+
+
+def _tf_loss(function: str, g: Group, x: Any) -> Any:
+    """The ``tf.nn`` loss of ``g``'s labels (and pos_weight) at the logits tensor ``x``."""
+    import tensorflow as tf
+
+    dt = x.dtype
+    if function == SPARSE:
+        labels = tf.constant(g.z, dtype=tf.int64)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
+    z = tf.constant(g.z, dtype=dt)
+    if function == SOFTMAX:
+        return tf.nn.softmax_cross_entropy_with_logits(labels=z, logits=x)
+    if function == WEIGHTED:
+        q = tf.constant(g.q, dtype=dt)
+        return tf.nn.weighted_cross_entropy_with_logits(labels=z, logits=x, pos_weight=q)
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=z, logits=x)
+
+
 def run_tensorflow(function: str, dtype: str, g: Group) -> np.ndarray:
     """``tf.nn`` on ``tf.constant`` tensors of ``dtype``."""
     import tensorflow as tf
 
     dt = getattr(tf, dtype)
-    x = tf.constant(g.x, dtype=dt)
-    if function == SPARSE:
-        out = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.constant(g.z, dtype=tf.int64), logits=x
-        )
-    elif function == SOFTMAX:
-        out = tf.nn.softmax_cross_entropy_with_logits(labels=tf.constant(g.z, dtype=dt), logits=x)
-    elif function == WEIGHTED:
-        out = tf.nn.weighted_cross_entropy_with_logits(
-            labels=tf.constant(g.z, dtype=dt), logits=x, pos_weight=tf.constant(g.q, dtype=dt)
-        )
-    else:
-        out = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.constant(g.z, dtype=dt), logits=x)
+    out = _tf_loss(function, g, tf.constant(g.x, dtype=dt))
     if out.dtype != dt:
         raise TypeError(f"TensorFlow returned {out.dtype} for {dtype}")
     return tf.cast(out, tf.float64).numpy()
 
 
-def run_torch(function: str, dtype: str, g: Group) -> np.ndarray:
-    """``torch.nn.functional`` on CPU tensors of ``dtype``."""
+def run_tensorflow_grad(function: str, dtype: str, g: Group) -> np.ndarray:
+    """The gradient of the sum of the ``tf.nn`` losses, by ``tf.GradientTape``."""
+    import tensorflow as tf
+
+    dt = getattr(tf, dtype)
+    x = tf.constant(g.x, dtype=dt)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(_tf_loss(function, g, x))
+    out = tape.gradient(total, x)
+    if out.dtype != dt:
+        raise TypeError(f"TensorFlow returned {out.dtype} for {dtype}")
+    return tf.cast(out, tf.float64).numpy()
+
+
+def _torch_loss(function: str, g: Group, x: Any) -> Any:
+    """``torch.nn.functional``'s loss of ``g``'s labels (and pos_weight) at the tensor ``x``."""
     import torch
     import torch.nn.functional as F
 
-    dt = getattr(torch, dtype)
-    x = torch.tensor(g.x, dtype=dt)
     if function == SPARSE:
-        out = F.cross_entropy(x, torch.tensor(g.z, dtype=torch.int64), reduction="none")
-    elif function == SOFTMAX:
-        out = F.cross_entropy(x, torch.tensor(g.z, dtype=dt), reduction="none")
-    else:
-        pos_weight = None if g.q is None else torch.tensor(g.q, dtype=dt)
-        out = F.binary_cross_entropy_with_logits(
-            x, torch.tensor(g.z, dtype=dt), reduction="none", pos_weight=pos_weight
-        )
+        return F.cross_entropy(x, torch.tensor(g.z, dtype=torch.int64), reduction="none")
+    z = torch.tensor(g.z, dtype=x.dtype)
+    if function == SOFTMAX:
+        return F.cross_entropy(x, z, reduction="none")
+    pos_weight = None if g.q is None else torch.tensor(g.q, dtype=x.dtype)
+    return F.binary_cross_entropy_with_logits(x, z, reduction="none", pos_weight=pos_weight)
+
+
+def run_torch(function: str, dtype: str, g: Group) -> np.ndarray:
+    """``torch.nn.functional`` on CPU tensors of ``dtype``."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    out = _torch_loss(function, g, torch.tensor(g.x, dtype=dt))
     if out.dtype != dt:
         raise TypeError(f"PyTorch returned {out.dtype} for {dtype}")
     return out.detach().to(torch.float64).numpy()
 
 
-def run_optax(function: str, dtype: str, g: Group) -> np.ndarray:
-    """optax on JAX arrays of ``dtype`` (64-bit mode on)."""
+def run_torch_grad(function: str, dtype: str, g: Group) -> np.ndarray:
+    """The gradient of the sum of the PyTorch losses, by autograd."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    x = torch.tensor(g.x, dtype=dt, requires_grad=True)
+    _torch_loss(function, g, x).sum().backward()
+    out = x.grad
+    if out is None or out.dtype != dt:
+        raise TypeError(f"PyTorch returned no {dtype} gradient")
+    return out.to(torch.float64).numpy()
+
+
+def _optax_loss(function: str, g: Group, x: Any) -> Any:
+    """optax's loss of ``g``'s labels at the JAX array ``x`` (64-bit mode on)."""
     if function == WEIGHTED:
         raise Unsupported("no pos_weight")
-    import jax
     import jax.numpy as jnp
     import optax
 
+    if function == SPARSE:
+        return optax.softmax_cross_entropy_with_integer_labels(x, jnp.asarray(g.z, dtype=jnp.int64))
+    z = jnp.asarray(g.z, dtype=x.dtype)
+    if function == SOFTMAX:
+        return optax.softmax_cross_entropy(x, z)
+    return optax.sigmoid_binary_cross_entropy(x, z)
+
+
+def run_optax(function: str, dtype: str, g: Group) -> np.ndarray:
+    """optax on JAX arrays of ``dtype`` (64-bit mode on)."""
+    import jax
+    import jax.numpy as jnp
+
     with jax.enable_x64(True):
         dt = getattr(jnp, dtype)
-        x = jnp.asarray(g.x, dtype=dt)
-        if function == SPARSE:
-            out = optax.softmax_cross_entropy_with_integer_labels(
-                x, jnp.asarray(g.z, dtype=jnp.int64)
-            )
-        elif function == SOFTMAX:
-            out = optax.softmax_cross_entropy(x, jnp.asarray(g.z, dtype=dt))
-        else:
-            out = optax.sigmoid_binary_cross_entropy(x, jnp.asarray(g.z, dtype=dt))
+        out = _optax_loss(function, g, jnp.asarray(g.x, dtype=dt))
         if out.dtype != dt:
             raise TypeError(f"optax returned {out.dtype} for {dtype}")
         return np.asarray(out).astype(np.float64)
 
 
-RUNNERS: dict[str, tuple[str, Callable[[str, str, Group], np.ndarray]]] = {
+def run_optax_grad(function: str, dtype: str, g: Group) -> np.ndarray:
+    """The gradient of the sum of the optax losses, by ``jax.jit(jax.grad(...))`` (64-bit mode
+    on; compiled, as in training, and one compilation per shape instead of one per operation)."""
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        dt = getattr(jnp, dtype)
+        x = jnp.asarray(g.x, dtype=dt)
+        out = jax.jit(jax.grad(lambda v: jnp.sum(_optax_loss(function, g, v))))(x)
+        if out.dtype != dt:
+            raise TypeError(f"optax returned {out.dtype} for {dtype}")
+        return np.asarray(out).astype(np.float64)
+
+
+Runner = Callable[[str, str, Group], np.ndarray]
+RUNNERS: dict[str, tuple[str, Runner]] = {
     "logitloss": ("logitloss", run_logitloss),
     "tensorflow": ("tensorflow", run_tensorflow),
     "torch": ("torch", run_torch),
     "optax": ("optax", run_optax),
+}
+GRAD_RUNNERS: dict[str, tuple[str, Runner]] = {
+    "logitloss": ("logitloss", run_logitloss_grad),
+    "tensorflow": ("tensorflow", run_tensorflow_grad),
+    "torch": ("torch", run_torch_grad),
+    "optax": ("optax", run_optax_grad),
 }
 
 
@@ -494,9 +577,12 @@ def _fmt_exact(value: Any, digits: int) -> str:
     return str(mpmath.nstr(value, digits))
 
 
-def compute(cases: Cases, library: str) -> np.ndarray | str:
-    """One library's results on every point of ``cases`` (float64), or why there are none."""
-    module, runner = RUNNERS[library]
+def compute(
+    cases: Cases, library: str, runners: dict[str, tuple[str, Runner]] = RUNNERS
+) -> np.ndarray | str:
+    """One library's results on every point of ``cases`` (float64, each group raveled), or why
+    there are none; ``runners`` picks losses (``RUNNERS``) or gradients (``GRAD_RUNNERS``)."""
+    module, runner = runners[library]
     if not installed(module):
         return "not installed"
     try:
@@ -512,7 +598,12 @@ def compute(cases: Cases, library: str) -> np.ndarray | str:
 
 def evaluate(cases: Cases, library: str) -> dict[str, Any]:
     """One library on ``cases``: metrics, or the reason it could not run."""
-    row: dict[str, Any] = {"function": cases.function, "dtype": cases.dtype, "library": library}
+    row: dict[str, Any] = {
+        "quantity": "loss",
+        "function": cases.function,
+        "dtype": cases.dtype,
+        "library": library,
+    }
     computed = compute(cases, library)
     if isinstance(computed, str):
         return {**row, "status": computed}
@@ -587,6 +678,234 @@ def spot_checks(libraries: Sequence[str] = LIBRARIES) -> list[dict[str, Any]]:
             c = float(computed[0])
             ulp = _exact.ulp_error(c, cases.exact[0], "float32")
             out.append({**row, "status": "ok", "result": formatter("float32")(c), "ulp": ulp})
+    return out
+
+
+# --------------------------------------------------------------------------- gradients
+#
+# The gradient w.r.t. the logits of the sum of the losses, one point per logit (each class of
+# each softmax row), against ``_exact.logistic_grad`` / ``_exact.softmax_grad``. Besides the
+# error in ULPs of the result, each point has the error in "scale-ULP": ULPs of the larger of
+# the two terms that cancel (``(1 - z) sigma(x)`` and ``q z sigma(-x)``; ``softmax_j sum(z)``
+# and ``z_j``), the error every formula makes near the gradient's zero.
+
+# logitloss's promise for the logits' gradient: 1 ULP of the result for the narrow dtypes,
+# 8 scale-ULP for float64 (for scales in the normal range).
+GRAD_BOUNDS = {"float16": 1.0, "bfloat16": 1.0, "float32": 1.0, "float64": 8.0}
+
+
+@dataclass
+class GradCases:
+    """All logits of one function and dtype as gradient points, with exact values and scales."""
+
+    cases: Cases
+    exact: list[Any] = field(default_factory=list)
+    scale: list[Any] = field(default_factory=list)
+    limit: list[bool] = field(default_factory=list)
+    where: list[tuple[int, int | None]] = field(default_factory=list)  # (row, class)
+
+    @property
+    def function(self) -> str:
+        return self.cases.function
+
+    @property
+    def dtype(self) -> str:
+        return self.cases.dtype
+
+    def describe(self, index: int) -> str:
+        """The inputs of one point, with the class of a softmax row (``d/dx_1``)."""
+        row, j = self.where[index]
+        text = self.cases.describe(row)
+        return text if j is None else f"{text}, d/dx_{j}"
+
+
+def grad_cases(cases: Cases, cache: dict[tuple, Any]) -> GradCases:
+    """The gradient points of ``cases`` with their exact values and scales (cached by input)."""
+    gc = GradCases(cases)
+    row = 0
+    for g in cases.groups:
+        for i in range(len(g.x)):
+            if g.x.ndim == 1:
+                q = 1.0 if g.q is None else float(g.q[i])
+                inputs: tuple = (float(g.x[i]), float(g.z[i]), q)
+                key: tuple = ("logistic", *inputs)
+                if key not in cache:
+                    cache[key] = ([_exact.logistic_grad(*inputs)],
+                                  [_exact.logistic_grad_scale(*inputs)])  # fmt: skip
+                classes: list[int | None] = [None]
+            else:
+                xs = tuple(float(v) for v in g.x[i])
+                if g.z.ndim == 1:
+                    zs = tuple(1.0 if j == g.z[i] else 0.0 for j in range(len(xs)))
+                else:
+                    zs = tuple(float(v) for v in g.z[i])
+                key, inputs = ("softmax", xs, zs), xs + zs
+                if key not in cache:
+                    cache[key] = (_exact.softmax_grad(xs, zs), _exact.softmax_grad_scale(xs, zs))
+                classes = list(range(len(xs)))
+            exact, scale = cache[key]
+            limit = not all(math.isfinite(v) for v in inputs)
+            for j, e, s in zip(classes, exact, scale, strict=True):
+                gc.exact.append(e)
+                gc.scale.append(s)
+                gc.limit.append(limit)
+                gc.where.append((row, j))
+            row += 1
+    return gc
+
+
+def grad_score(gc: GradCases, computed: np.ndarray) -> dict[str, Any]:
+    """The metrics of one library's gradients on ``gc``: ULP and scale-ULP maxima (normal
+    range, and all points), NaN/inf where the gradient is finite, wrong limits. The worst
+    inputs: of the ULP error over all points (the narrow dtypes' bound includes subnormal
+    results) and of the scale-ULP error over normal scales (float64's bound)."""
+    dtype = gc.dtype
+    normal = 2.0 ** _exact.FORMATS[dtype][1]
+    ulp_normal = ulp_all = scale_normal = scale_all = 0.0
+    worst_ulp = worst_scale = -1
+    nan_or_inf = wrong_limits = 0
+    failure = ""
+    for i, (c, e, s) in enumerate(zip(computed.tolist(), gc.exact, gc.scale, strict=True)):
+        finite_exact = bool(e == e) and abs(e) != math.inf
+        u = _exact.ulp_error(c, e, dtype)
+        if finite_exact and (math.isfinite(c) or u == 0):  # inf only where exact rounds to it
+            # An error beyond the float range (0.5 for an exact 0 is 2^1073 float64 subnormal
+            # ULPs) is a huge error, not a NaN: counted as the largest float.
+            u = min(u, sys.float_info.max)
+            su = min(_exact.scale_ulp_error(c, e, s, dtype), sys.float_info.max)
+            if u > ulp_all:
+                ulp_all, worst_ulp = u, i
+            scale_all = max(scale_all, su)
+            if (e == 0 or abs(e) >= normal) and u > ulp_normal:
+                ulp_normal = u
+            if (s == 0 or abs(s) >= normal) and su > scale_normal:
+                scale_normal, worst_scale = su, i
+            continue
+        if not finite_exact and u == 0:
+            continue
+        if gc.limit[i]:
+            wrong_limits += 1
+        else:
+            nan_or_inf += 1
+        if not failure:
+            failure = _grad_example(gc, i, c)
+    return {
+        "max_ulp_normal": ulp_normal,
+        "max_ulp_all": ulp_all,
+        "max_scale_ulp_normal": scale_normal,
+        "max_scale_ulp_all": scale_all,
+        "nan_or_inf_where_finite": nan_or_inf,
+        "wrong_limits": wrong_limits,
+        "points": len(gc.exact),
+        "limit_points": sum(gc.limit),
+        "worst_input": _grad_example(gc, worst_ulp, computed[worst_ulp]) if worst_ulp >= 0 else "",
+        "worst_scale_input": _grad_example(gc, worst_scale, computed[worst_scale])
+        if worst_scale >= 0
+        else "",
+        "failure_example": failure,
+    }
+
+
+def _grad_example(gc: GradCases, index: int, computed: float) -> str:
+    """``inputs -> gradient (exact value)``, to the precision of the dtype."""
+    digits = {"float16": 5, "bfloat16": 4, "float32": 9, "float64": 17}[gc.dtype]
+    exact = _fmt_exact(gc.exact[index], digits)
+    return f"{gc.describe(index)} -> {formatter(gc.dtype)(computed)} (exact {exact})"
+
+
+def grad_evaluate(gc: GradCases, library: str) -> dict[str, Any]:
+    """One library's gradients on ``gc``: metrics, or the reason it could not run."""
+    row: dict[str, Any] = {
+        "quantity": "grad_logits",
+        "function": gc.function,
+        "dtype": gc.dtype,
+        "library": library,
+    }
+    computed = compute(gc.cases, library, GRAD_RUNNERS)
+    if isinstance(computed, str):
+        return {**row, "status": computed}
+    return {**row, "status": "ok", **grad_score(gc, computed)}
+
+
+def measure_gradients(
+    quick: bool,
+    *,
+    functions: Sequence[str] = FUNCTIONS,
+    dtypes: Sequence[str] = DTYPES,
+    libraries: Sequence[str] = LIBRARIES,
+    seed: int = SEED,
+) -> list[dict[str, Any]]:
+    """Every (function, dtype, library) row of the gradient report: the whole grid and a
+    smaller random sample than the losses' (5,000 elementwise points, 1,000 softmax rows)."""
+    n_elementwise, n_rows = (200, 40) if quick else (5000, 1000)
+    cache: dict[tuple, Any] = {}
+    rows = []
+    for function in functions:
+        for dtype in dtypes:
+            if function in (SIGMOID, WEIGHTED):
+                cases = elementwise_cases(function, dtype, n_elementwise, seed)
+            else:
+                cases = row_cases(function, dtype, n_rows, seed)
+            gc = grad_cases(cases, cache)
+            rows += [grad_evaluate(gc, library) for library in libraries]
+    return rows
+
+
+def grad_point_cases(
+    function: str, dtype: str, x: Sequence[Any], z: Sequence[Any], q: Sequence[float] | None = None
+) -> GradCases:
+    """Gradient points of a few given inputs (rows of logits for the softmax losses), rounded
+    to ``dtype`` first (``q = 1e-3`` is the float32 nearest 1e-3 for every library and the
+    oracle alike)."""
+    rows = function in (SOFTMAX, SPARSE)
+    labels = np.array(z, dtype=np.int64) if function == SPARSE else cast(z, dtype)
+    group = Group(
+        cast(np.array(x, dtype=np.float64, ndmin=2 if rows else 1), dtype),
+        labels,
+        None if q is None else cast(q, dtype),
+    )
+    return grad_cases(Cases(function, dtype, [group]), {})
+
+
+# The peers' gradient failures, one input each in float32, and the entry shown (a class of a
+# softmax row): every framework rounds sigma(x) - z to 0 at x = 1e-10, z = 0.5; TF's weighted
+# loss differentiates |x| and relu at 0 to 0 (1.0 for z = 0, exact 0.5); PyTorch's l sigma(x) -
+# q z has the wrong sign at x = 80, z = 1, q = 1e-3; a confident softmax rounds to 0; an
+# infinite logit gives NaN.
+GRAD_SPOT_CHECKS: tuple[tuple[str, list[Any], list[Any], list[float] | None, int], ...] = (
+    (SIGMOID, [1e-10], [0.5], None, 0),
+    (WEIGHTED, [0.0], [0.0], [3.0], 0),
+    (WEIGHTED, [80.0], [1.0], [1e-3], 0),
+    (SOFTMAX, [[20.0, 0.0]], [[1.0, 0.0]], None, 0),
+    (SOFTMAX, [[math.inf, 0.0]], [[1.0, 0.0]], None, 1),
+)
+
+
+def grad_spot_checks(libraries: Sequence[str] = LIBRARIES) -> list[dict[str, Any]]:
+    """Each library's gradient on each of ``GRAD_SPOT_CHECKS`` (float32)."""
+    out = []
+    for function, x, z, q, index in GRAD_SPOT_CHECKS:
+        gc = grad_point_cases(function, "float32", x, z, q)
+        exact = gc.exact[index]
+        for library in libraries:
+            row: dict[str, Any] = {
+                "function": function,
+                "input": gc.describe(index),
+                "exact": _fmt_exact(exact, 9),
+                "library": library,
+                "limit": gc.limit[index],
+            }
+            computed = compute(gc.cases, library, GRAD_RUNNERS)
+            if isinstance(computed, str):
+                out.append({**row, "status": computed})
+                continue
+            c = float(computed[index])
+            ulp = _exact.ulp_error(c, exact, "float32")
+            wrong_sign = bool(c * exact < 0)
+            result = formatter("float32")(c)
+            out.append(
+                {**row, "status": "ok", "result": result, "ulp": ulp, "wrong_sign": wrong_sign}
+            )
     return out
 
 
@@ -673,6 +992,66 @@ def worst_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def grad_headline(row: dict[str, Any]) -> float:
+    """The metric logitloss's gradient bound is about: ULP of the result (subnormal results
+    included) for the narrow dtypes, scale-ULP (normal range) for float64."""
+    if row["dtype"] == "float64":
+        return float(row["max_scale_ulp_normal"])
+    return float(row["max_ulp_all"])
+
+
+def grad_cell(row: dict[str, Any]) -> str:
+    """A gradient row in a cell: ``ULP / scale-ULP`` (narrow dtypes) or ``scale-ULP``
+    (float64), then the NaN/inf and limit counts."""
+    if row["status"] != "ok":
+        return "not installed" if row["status"] == "not installed" else "n/a"
+    if row["dtype"] == "float64":
+        text = fmt_ulp(row["max_scale_ulp_normal"])
+        if fmt_ulp(row["max_scale_ulp_all"]) != text:
+            text += f" (subn. {fmt_ulp(row['max_scale_ulp_all'])})"
+    else:
+        text = f"{fmt_ulp(row['max_ulp_all'])} / {fmt_ulp(row['max_scale_ulp_all'])}"
+    if row["nan_or_inf_where_finite"]:
+        text += f" · {row['nan_or_inf_where_finite']} NaN/inf"
+    if row["wrong_limits"]:
+        text += f" · {row['wrong_limits']} limits"
+    return text
+
+
+def grad_markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The gradient rows: one line per function x dtype, one column per library."""
+    libraries = [lib for lib in LIBRARIES if any(r["library"] == lib for r in rows)]
+    lines = [
+        "| function | dtype | points | " + " | ".join(TITLES[lib] for lib in libraries) + " |",
+        "|---|---|---:|" + "---|" * len(libraries),
+    ]
+    for (function, dtype), by_lib in _by_key(rows).items():
+        points = next((r["points"] for r in by_lib.values() if "points" in r), "")
+        cells = [grad_cell(by_lib[lib]) if lib in by_lib else "" for lib in libraries]
+        lines.append(f"| {function} | {dtype} | {points} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def grad_worst_table(rows: list[dict[str, Any]]) -> str:
+    """The worst gradient input of every result beyond logitloss's gradient bound (by ULP for
+    the narrow dtypes, by scale-ULP for float64), and the first NaN or limit failure."""
+    lines = ["| function | dtype | library | max (s)ULP | worst input | first NaN/limit failure |",
+             "|---|---|---|---:|---|---|"]  # fmt: skip
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        beyond = grad_headline(r) > GRAD_BOUNDS[r["dtype"]]
+        if beyond or r["failure_example"]:
+            worst = ""
+            if beyond:
+                worst = r["worst_scale_input"] if r["dtype"] == "float64" else r["worst_input"]
+            lines.append(
+                f"| {r['function']} | {r['dtype']} | {TITLES[r['library']]} | "
+                f"{fmt_ulp(grad_headline(r))} | {_code(worst)} | {_code(r['failure_example'])} |"
+            )
+    return "\n".join(lines)
+
+
 def _code(text: str) -> str:
     return f"`{text}`" if text else ""
 
@@ -696,19 +1075,23 @@ def spot_table(spots: list[dict[str, Any]]) -> str:
                 cells.append("n/a" if r["status"].startswith("n/a") else r["status"])
             elif math.isinf(r["ulp"]):
                 cells.append(f"{r['result']} (wrong{' limit' if r['limit'] else ''})")
+            elif r.get("wrong_sign"):
+                cells.append(f"{r['result']} (wrong sign)")
             else:
                 cells.append(f"{r['result']} ({fmt_ulp(r['ulp'])} ULP)")
         lines.append(f"| {function} | `{text}` | {exact} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-COLUMNS = ("function", "dtype", "library", "status", "max_ulp_normal", "max_ulp_all",
-           "nan_or_inf_where_finite", "wrong_limits", "points", "limit_points", "worst_input",
+COLUMNS = ("quantity", "function", "dtype", "library", "status", "max_ulp_normal",
+           "max_ulp_all", "max_scale_ulp_normal", "max_scale_ulp_all", "nan_or_inf_where_finite",
+           "wrong_limits", "points", "limit_points", "worst_input", "worst_scale_input",
            "failure_example")  # fmt: skip
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], info: dict[str, str]) -> None:
-    """Long format, one line per (function, dtype, library), metadata as ``#`` lines."""
+    """Long format, one line per (quantity, function, dtype, library), metadata as ``#``
+    lines; ``quantity`` is ``loss`` or ``grad_logits`` (the scale-ULP columns: gradients)."""
     with path.open("w", newline="") as f:
         for key, value in info.items():
             f.write(f"# {key}: {value}\n")
@@ -718,11 +1101,51 @@ def write_csv(path: Path, rows: list[dict[str, Any]], info: dict[str, str]) -> N
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
+GRADIENT_LEGEND = """The gradient of the sum of the losses with respect to the logits: logitloss's
+`*_grad` functions, `tf.GradientTape` on `tf.nn.*`, PyTorch autograd, `jax.jit(jax.grad)` of
+optax's loss, each in the dtype of the row, against the exact derivative (mpmath). One point per
+logit (every class of every softmax row), on the grid above and a smaller random sample (5,000
+elementwise points and 1,000 softmax rows per dtype). Cells for float16, bfloat16 and float32: `A /
+B`, the largest error in ULPs of the exact gradient (subnormal results included) / in scale-ULP;
+float64: the largest error in scale-ULP over points whose scale is in the normal range, `(subn. X)`
+when smaller scales are worse. Scale-ULP: ULPs of the larger of the two terms that cancel, `max((1
+- z) σ(x), q z σ(-x))` (sigmoid, weighted) or `max(softmax_j Σz, z_j)` (softmax, sparse); near the
+gradient's zero no fixed precision bounds the ULP of the result itself. `N NaN/inf` and `N limits`
+as above (exact limits at infinite logits: `1 - z` at `+inf`, `-q z` at `-inf`; one `+inf` logit in
+a softmax row makes it one-hot). logitloss promises 1 ULP (float16, bfloat16, float32) and 8
+scale-ULP (float64). The softmax derivative is the true one, `softmax(x) Σz - z`; TensorFlow's
+kernel returns `softmax(x) - z`, which differs by `(Σz - 1) softmax(x)` where the labels (rounded
+to the dtype) do not sum to exactly 1."""
+
+
 def write_markdown(
-    path: Path, rows: list[dict[str, Any]], spots: list[dict[str, Any]], info: dict[str, str]
+    path: Path,
+    rows: list[dict[str, Any]],
+    spots: list[dict[str, Any]],
+    info: dict[str, str],
+    grad_rows: Sequence[dict[str, Any]] = (),
+    grad_spots: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """The tables with a short legend and the environment."""
+    """The tables with a short legend and the environment; the gradient section when
+    ``grad_rows`` are given."""
     meta = "\n".join(f"- {key}: {value}" for key, value in info.items())
+    gradients = ""
+    if grad_rows:
+        gradients = f"""
+## Gradients w.r.t. logits
+
+{GRADIENT_LEGEND}
+
+{grad_markdown_table(list(grad_rows))}
+
+### Known gradient failures, one input each
+
+{spot_table(list(grad_spots))}
+
+### Worst gradient inputs beyond logitloss's bound
+
+{grad_worst_table(list(grad_rows))}
+"""
     text = f"""# Accuracy against exact values (mpmath)
 
 Largest error in ULPs of the dtype over points whose exact loss is finite and in the normal range
@@ -743,7 +1166,7 @@ inputs in the dtype of the row; `n/a`: the library has no such function or dtype
 ## Worst inputs beyond logitloss's bound
 
 {worst_table(rows)}
-
+{gradients}
 ## Environment
 
 {meta}
@@ -770,14 +1193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     rows = measure(args.quick)
     spots = spot_checks()
+    grad_rows = measure_gradients(args.quick)
+    grad_spots = grad_spot_checks()
     info = environment()
     info["runtime"] = f"{time.perf_counter() - start:.0f} s" + (" (--quick)" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / "accuracy.csv", rows, info)
-    write_markdown(args.out / "accuracy.md", rows, spots, info)
+    write_csv(args.out / "accuracy.csv", rows + grad_rows, info)
+    write_markdown(args.out / "accuracy.md", rows, spots, info, grad_rows, grad_spots)
     print(markdown_table(rows))
     print()
     print(spot_table(spots))
+    print("\nGradients w.r.t. logits\n")
+    print(grad_markdown_table(grad_rows))
+    print()
+    print(spot_table(grad_spots))
     print(f"\n{info['runtime']}; written to {args.out}/accuracy.csv and accuracy.md")
     return 0
 

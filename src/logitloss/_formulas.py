@@ -130,10 +130,12 @@ def softmax_loss(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
 
 class _SoftmaxParts(NamedTuple):
     m: Array  # the row maximum (keepdims)
+    is_max: Array  # where x equals the maximum
     hi: Array  # x - m, error-free up to lo; 0 at the maxima
     e: Array  # e^(x - m), corrected by the rounding error of hi; 1 at the maxima
     ties: Array  # how many entries equal the maximum (keepdims)
-    tail: Array  # T = the sum of e over all entries but one maximum (keepdims)
+    small_tail: Array  # the sum of e over the entries below the maximum (keepdims)
+    tail: Array  # T = (ties - 1) + small_tail: the sum of e but for one maximum (keepdims)
 
 
 def _softmax_parts(x: Array, *, axis: int, xp: Any) -> _SoftmaxParts:
@@ -147,8 +149,8 @@ def _softmax_parts(x: Array, *, axis: int, xp: Any) -> _SoftmaxParts:
     e = xp.exp(hi)
     e = e + e * lo
     ties = xp.sum(xp.astype(is_max, x.dtype), axis=axis, keepdims=True)
-    tail = xp.sum(xp.where(is_max, zero, e), axis=axis, keepdims=True) + (ties - 1)
-    return _SoftmaxParts(m, hi, e, ties, tail)
+    small_tail = xp.sum(xp.where(is_max, zero, e), axis=axis, keepdims=True)
+    return _SoftmaxParts(m, is_max, hi, e, ties, small_tail, small_tail + (ties - 1))
 
 
 def _nan_without_limit(value: Array, parts: _SoftmaxParts, *, xp: Any) -> Array:
@@ -260,21 +262,26 @@ def softmax_grad_logits(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
     r"""``d/dx_j`` of :func:`softmax_loss`: :math:`\mathrm{softmax}(x)_j \sum_k z_k - z_j`.
 
     The true derivative for labels of any sum (TF's kernel returns ``softmax - z``, which is
-    this only when the labels sum to 1). With ``e_j = e^{x_j - m}`` and :math:`S = \sum_k z_k`,
-    :math:`S e_j / (1 + T) - z_j`; for the first maximum ``a`` (``e_a = 1``) it is formed as
-    :math:`(\sum_{k \ne a} z_k - z_a T) / (1 + T)`, so that a softmax near one does not round
-    ``1 / (1 + T) - 1`` to 0.
+    this only when the labels sum to 1). With ``e_j = e^{x_j - m}``, :math:`S = \sum_k z_k`,
+    ``c`` maxima and ``t`` the sum of ``e`` below the maximum (``1 + T = c + t``),
+    :math:`S e_j / (c + t) - z_j`; at a maximum (``e_j = 1``) it is formed as
+    :math:`((S - z_j) - z_j (c - 1) - z_j t) / (c + t)`, with ``S - z_j`` summed without
+    ``z_j`` for the first maximum, so that a softmax near one does not round
+    ``1 / (1 + T) - 1`` to 0, nor a tie's 1 absorb ``t``.
     """
     zero = _scalar(0.0, x, xp=xp)
     z = xp.broadcast_to(z, x.shape)
     parts = _softmax_parts(x, axis=axis, xp=xp)
     first_max = _first_max(x, axis=axis, xp=xp)
     total = xp.sum(z, axis=axis, keepdims=True)
-    others = xp.sum(xp.where(first_max, zero, z), axis=axis, keepdims=True)
-    denominator = 1 + parts.tail
-    at_max = (others - z * parts.tail) / denominator
+    # S - z_j at the maxima: for the first one summed without it (no cancellation).
+    others = xp.where(first_max, xp.sum(xp.where(first_max, zero, z), axis=axis, keepdims=True),
+                      total - z)  # fmt: skip
+    # 1 + T = ties + small_tail, kept apart so that a tie's 1 does not absorb the small tail.
+    denominator = parts.ties + parts.small_tail
+    at_max = ((others - z * (parts.ties - 1)) - z * parts.small_tail) / denominator
     elsewhere = (total * parts.e) / denominator - z
-    return _nan_without_limit(xp.where(first_max, at_max, elsewhere), parts, xp=xp)
+    return _nan_without_limit(xp.where(parts.is_max, at_max, elsewhere), parts, xp=xp)
 
 
 def softmax_grad_labels(x: Array, z: Array, *, axis: int, xp: Any) -> Array:

@@ -55,7 +55,9 @@ def _sum_to_shape(a: Array, shape: tuple[int, ...], *, xp: Any) -> Array:
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
     if stretched:
         a = xp.sum(a, axis=stretched, keepdims=True)
-    return xp.reshape(a, shape)  # also keeps NumPy's full reduction a 0-d array, not a scalar
+    a = xp.reshape(a, shape)
+    # NumPy's full reduction gives a scalar; keep a 0-d array (xp.asarray would make torch warn)
+    return np.asarray(a) if isinstance(a, np.generic) else a
 
 
 def logistic_grad(
