@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-installed
 
-.PHONY: test demo accuracy lint clean
+.PHONY: test demo accuracy bench lint clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)
 
 accuracy: $(STAMP)
 	$(PY) benchmarks/accuracy.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_logistic.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

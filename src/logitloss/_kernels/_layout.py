@@ -1,0 +1,192 @@
+"""Describe arrays of any shape and strides to the row kernels, copying only what they cannot read.
+
+The kernels see every operand as rows of a 2-D ``(rows, cols)`` iteration space: a 1-D
+contiguous *base* array and a row stride, and for the broadcast operands (``pos_weight``,
+``upstream``) whether the value varies along the row or is constant along it. :func:`plan` finds
+that description for operands that broadcast to the logits' shape:
+
+1. the axes are put in the order of the logits' strides (largest first), so a transposed
+   (Fortran-ordered) input is walked in memory order, not across it;
+2. length-1 axes are dropped and neighbouring axes merged wherever every operand allows it
+   (NumPy's iterator does the same), which turns any contiguous input into one long row;
+3. what still needs more than two axes, or a row with gaps, negative strides or a misaligned
+   stride, is copied into a contiguous array: the only copies, and only where needed.
+
+A per-class ``pos_weight`` (constant down the columns) over short rows is repeated along the row
+(``group_rows``) so that a tile holds many rows: 1 000 000 rows of 10 classes would otherwise
+be 1 000 000 tiles of 10 elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+
+class LayoutError(Exception):
+    """An operand cannot be described with the current axes (internal: triggers a copy)."""
+
+
+@dataclass
+class Operand:
+    """One operand as the kernels read it: ``base[row * row_stride + col]`` if ``varies``,
+    else ``base[row * row_stride]`` (constant along the row)."""
+
+    base: np.ndarray
+    row_stride: int
+    varies: bool
+
+
+@dataclass
+class Plan:
+    rows: int
+    cols: int
+    operands: list[Operand]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: the kernels are compiled for read-only inputs only, whether the
+    caller's array is writeable or not (one compiled version per dtype, not two)."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+def _coalesce(shape: tuple[int, ...], strides: list[tuple[int, ...]]) -> list[tuple[int, list]]:
+    """Drop length-1 axes and merge an axis into the next where every operand's strides allow."""
+    dims: list[tuple[int, list]] = []
+    for axis, n in enumerate(shape):
+        if n == 1:
+            continue
+        axis_strides = [s[axis] for s in strides]
+        if dims:
+            outer_n, outer_strides = dims[-1]
+            if all(o == i * n for o, i in zip(outer_strides, axis_strides, strict=True)):
+                dims[-1] = (outer_n * n, axis_strides)
+                continue
+        dims.append((n, axis_strides))
+    return dims
+
+
+def _describe(
+    view: np.ndarray,
+    dims_strides: tuple[int, int],
+    rows: int,
+    cols: int,
+    constant_allowed: bool,
+    writeable: bool,
+) -> Operand:
+    """The base, row stride and ``varies`` flag of one operand, or LayoutError."""
+    item = view.itemsize
+    row_stride, col_stride = dims_strides
+    if rows == 1:
+        row_stride = 0
+    if cols == 1:
+        col_stride = 0 if constant_allowed else item
+    if col_stride == 0 and not constant_allowed:
+        raise LayoutError
+    if col_stride not in (0, item) or row_stride < 0 or row_stride % item:
+        raise LayoutError
+    span = (rows - 1) * row_stride + (cols - 1) * col_stride + item
+    if view.flags.c_contiguous and view.nbytes == span:
+        base = view.reshape(-1)
+    else:
+        base = as_strided(view, shape=(span // item,), strides=(item,), writeable=writeable)
+    if not writeable:
+        base = _readonly(base)
+    return Operand(base, row_stride // item, col_stride != 0)
+
+
+def plan(x: np.ndarray, operands: list[tuple[np.ndarray, bool, bool]]) -> tuple[Plan, list]:
+    """Describe ``operands`` (``(array, constant_allowed, writeable)``, each of ``x``'s shape or
+    broadcasting to it, ``x`` itself among them) to the kernels.
+
+    Returns the plan and the list of arrays actually used (an operand may have been replaced by
+    a contiguous copy: the caller copies an output back from it).
+    """
+    shape = x.shape
+    arrays = [np.broadcast_to(a, shape) if a.shape != shape else a for a, _, _ in operands]
+    # Walk in the logits' memory order: sort the axes by x's strides, largest first (stable).
+    order = sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis]))
+    for attempt in range(3):
+        views = [a.transpose(order) for a in arrays]
+        permuted = tuple(shape[axis] for axis in order)
+        dims = _coalesce(permuted, [v.strides for v in views])
+        try:
+            if len(dims) > 2:
+                raise LayoutError
+            if not dims:
+                rows, cols, strides = 1, 1, [(0, 0)] * len(views)
+            elif len(dims) == 1:
+                rows, cols = 1, dims[0][0]
+                strides = [(0, s) for s in dims[0][1]]
+            else:
+                rows, cols = dims[0][0], dims[1][0]
+                strides = list(zip(dims[0][1], dims[1][1], strict=True))
+            described = [
+                _describe(v, s, rows, cols, const, writeable)
+                for v, s, (_, const, writeable) in zip(views, strides, operands, strict=True)
+            ]
+            return Plan(rows, cols, described), arrays
+        except LayoutError:
+            # First the operands that take part in every element (logits, labels, output),
+            # then the broadcast ones: a contiguous copy in the walking order.
+            for i, (a, const, writeable) in enumerate(operands):
+                if attempt == 0 and const:
+                    continue
+                if not _is_walkable(arrays[i], order):
+                    arrays[i] = _contiguous(np.broadcast_to(a, shape), order, fill=not writeable)
+    raise AssertionError("unreachable: contiguous operands always have a layout")
+
+
+def _is_walkable(a: np.ndarray, order: list[int]) -> bool:
+    """True if ``a``, axes in ``order``, is C-contiguous (or all zero strides: a constant)."""
+    view = a.transpose(order)
+    return view.flags.c_contiguous or all(s == 0 for s in view.strides)
+
+
+def _contiguous(a: np.ndarray, order: list[int], fill: bool) -> np.ndarray:
+    """An array like ``a`` whose memory order is ``order`` (C-contiguous once transposed): a
+    copy of ``a`` if ``fill``, else uninitialised (an output, copied back by the caller)."""
+    inverse = np.argsort(order)
+    walked = a.transpose(order)
+    new = np.ascontiguousarray(walked) if fill else np.empty(walked.shape, a.dtype)
+    return new.transpose(inverse)
+
+
+def group_rows(p: Plan, tile: int) -> list[Plan]:
+    """Split short rows into groups of ``k`` rows read as one longer row, where possible.
+
+    Possible when every operand either varies along the row with contiguous rows
+    (``row_stride == cols``), or is a per-class one (``row_stride == 0``, varies: repeated ``k``
+    times, a copy of ``k * cols`` elements, at most a tile), or is constant everywhere. Returns
+    the plans to run: the grouped rows, then the rows left over (their bases start there).
+    """
+    rows, cols = p.rows, p.cols
+    k = tile // max(cols, 1)
+    if k < 2 or rows < 2 * k:
+        return [p]
+    for op in p.operands:
+        contiguous_rows = op.varies and op.row_stride == cols
+        per_class = op.varies and op.row_stride == 0
+        constant = not op.varies and op.row_stride == 0
+        if not (contiguous_rows or per_class or constant):
+            return [p]
+    groups = rows // k
+    grouped, rest = [], []
+    for op in p.operands:
+        if op.varies and op.row_stride == 0:
+            grouped.append(Operand(_readonly(np.tile(op.base[:cols], k)), 0, True))
+            rest.append(op)
+        elif op.varies:
+            grouped.append(Operand(op.base, k * cols, True))
+            rest.append(Operand(op.base[groups * k * cols :], cols, True))
+        else:
+            grouped.append(op)
+            rest.append(op)
+    pieces = [Plan(groups, k * cols, grouped)]
+    if rows > groups * k:
+        pieces.append(Plan(rows - groups * k, cols, rest))
+    return pieces

@@ -1,0 +1,222 @@
+"""numba kernels for the logistic (sigmoid and weighted) cross-entropy and its gradient.
+
+Each kernel works on 2-D "row" views prepared by ``_layout``: every operand is a 1-D contiguous
+base array, a row stride and, for ``pos_weight`` and ``upstream``, a flag saying whether they vary
+along the row (per element or per class) or are constant along it (a scalar, or per row). Rows
+are cut into tiles and the tiles shared between the threads (``prange``); within a tile every
+operand is a contiguous slice, which is what lets LLVM vectorise the loop (indexing the base with
+``offset + j`` makes numba emit gathers for its negative-index check: 3x slower, measured).
+
+Inputs are loaded in their dtype, computed in float64 and stored rounded once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from ._math import LN3, exp_expm1_nonpos, exp_nonpos, log1p_unit
+
+_OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
+
+
+def _is_float64(a):  # type: ignore[no-untyped-def]  # pragma: no cover - replaced in numba
+    raise NotImplementedError
+
+
+@overload(_is_float64, inline="always")
+def _is_float64_impl(a):  # type: ignore[no-untyped-def]
+    """A compile-time constant: float64 data takes the wide (float64-accurate) path."""
+    wide = isinstance(a, types.Array) and a.dtype == types.float64
+    if wide:
+        return lambda a: True
+    return lambda a: False
+
+
+# --- One element -------------------------------------------------------------------------------
+
+_FAR = 512.0
+_EXP_NEG_FAR = math.exp(-_FAR)
+
+
+@njit(inline="always", error_model="numpy")
+def loss_wide(x: float, z: float, q: float) -> float:
+    """The weighted logistic loss of one float64 element; mirrors ``_formulas.logistic_loss``.
+
+    ``q z softplus(-x) + (1 - z) softplus(x)`` as ``(1 - z) x + l log1p(e^-x)`` for ``x >= 0``
+    and ``q z (-x) + l log1p(e^x)`` for ``x < 0``, ``l = (1 - z) + q z``: all terms
+    non-negative. The sigmoid loss is ``q = 1`` (the reference's ``q is None`` branch, with
+    products by 1, which are exact). Every guard of the reference is here, as a select.
+    """
+    nonneg = x >= 0.0
+    m = x if nonneg else -x
+    one_minus_z = 1.0 - z
+    # A zero coefficient contributes exactly zero, also against an infinite logit.
+    linear_pos = one_minus_z * (0.0 if one_minus_z == 0.0 else m)
+    masked = 0.0 if (z == 0.0 or q == 0.0) else m
+    q_x = q * masked
+    # q z |x| as (q |x|) z: z |x| can be subnormal and lose the bits q would scale back up;
+    # q |x| can only overflow, and then q (z |x|) has no subnormal step.
+    linear_neg = q_x * z if abs(q_x) < np.inf else q * (z * masked)
+    linear = linear_pos if nonneg else linear_neg
+    weight = one_minus_z + q * z
+    # Past |x| = 512, e^-|x| is e^(512 - |x|) e^-512: the weight scales a normal number before
+    # the result is rounded, once, into the subnormal range.
+    far = m > _FAR
+    e = exp_nonpos(_FAR - m if far else -m, True, True)
+    near = weight * log1p_unit(e, True)
+    return linear + ((weight * e) * _EXP_NEG_FAR if far else near)
+
+
+@njit(inline="always", error_model="numpy")
+def loss_narrow(x: float, z: float, q: float) -> float:
+    """:func:`loss_wide` for values of a float16, bfloat16 or float32 input, in float64.
+
+    The same formula with the guards that such inputs cannot need removed (this is the kernel's
+    hot path, and each select is a cycle per element):
+
+    - ``q z`` is exact in float64 (two significands of at most 24 bits, an exponent of at least
+      -298), so ``(q z) |x|`` is rounded once: no subnormal step, no overflow (below 1.2e77);
+    - the coefficient of ``|x|`` is zero exactly when ``z = 0`` or ``q = 0`` (or ``1 - z = 0``),
+      the reference's masks, as one test;
+    - ``e^-|x|`` below ``e^-708`` (and the reference's subnormal branch past ``|x| = 512``)
+      changes nothing: the log term is then below ``3.4e38 e^-708 = 1e-269``, which rounds to 0
+      in every narrow dtype and cannot move a rounding of the linear term.
+    """
+    nonneg = x >= 0.0
+    m = abs(x)
+    qz = q * z
+    one_minus_z = 1.0 - z
+    coef = one_minus_z if nonneg else qz
+    linear = coef * (0.0 if coef == 0.0 else m)
+    e = exp_nonpos(-m, False, False)
+    return linear + (one_minus_z + qz) * log1p_unit(e, False)
+
+
+@njit(inline="always", error_model="numpy")
+def grad_element(x: float, z: float, q: float, subnormal: bool) -> float:
+    """``d/dx`` of the loss of one element; mirrors ``_formulas.logistic_grad_logits``.
+
+    ``(1 - z) sigma(x) - q z sigma(-x)``, with ``l = (1 - z) + q z`` and ``s = e / (1 + e)``,
+    ``e = e^-|x|``: ``(l/2) tanh(x/2) + ((1 - z) - q z)/2`` for ``|x| < ln 3``,
+    ``(1 - z) - l s`` for ``x >= ln 3`` and ``l s - q z`` for ``x <= -ln 3``.
+
+    The float64-accurate ``exp`` in every dtype: the two terms cancel near the gradient's zero,
+    which multiplies their relative error, so float32 results need float64-accurate terms too.
+    ``subnormal`` (float64 inputs) keeps ``e`` below ``e^-708``.
+    """
+    qz = q * z
+    one_minus_z = 1.0 - z
+    weight = one_minus_z + qz
+    nonneg = x >= 0.0
+    m = abs(x)
+    e, e_minus_one = exp_expm1_nonpos(-m, subnormal)
+    d = 1.0 + e
+    s = e / d
+    # tanh(x/2) = sign(x) (1 - e) / (1 + e), with 1 - e formed without cancellation: a second
+    # division costs less than a float64-accurate tanh polynomial (degree 10 in x^2, measured
+    # 20 % slower for float32) and is about as accurate.
+    tanh = -e_minus_one / d
+    tanh = tanh if nonneg else -tanh
+    far = one_minus_z - weight * s if nonneg else weight * s - qz
+    near_zero = (0.5 * weight) * tanh + 0.5 * (one_minus_z - qz)
+    return near_zero if m < LN3 else far
+
+
+@njit(inline="always", error_model="numpy")
+def loss_element(x: float, z: float, q: float, wide: bool) -> float:
+    return loss_wide(x, z, q) if wide else loss_narrow(x, z, q)
+
+
+# --- Tiles -------------------------------------------------------------------------------------
+
+
+@njit(inline="always", error_model="numpy")
+def _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    xs = x[row * xrs + c0 : row * xrs + c1]
+    zs = z[row * zrs + c0 : row * zrs + c1]
+    os = out[row * ors + c0 : row * ors + c1]
+    if q_varies:
+        qs = q[row * qrs + c0 : row * qrs + c1]
+        for j in range(xs.size):
+            os[j] = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+    else:
+        qv = np.float64(q[row * qrs])
+        for j in range(xs.size):
+            os[j] = loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+
+
+@njit(parallel=True, **_OPTIONS)
+def loss_parallel(x, xrs, z, zrs, q, qrs, q_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """The loss over ``rows x cols`` elements, tiles shared among numba's threads."""
+    wide = _is_float64(x)
+    per_row = (cols + tile - 1) // tile
+    for t in prange(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, c0, c1, wide)
+
+
+@njit(**_OPTIONS)
+def loss_serial(x, xrs, z, zrs, q, qrs, q_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """:func:`loss_parallel` on the calling thread (small inputs: no thread hand-off)."""
+    wide = _is_float64(x)
+    for row in range(rows):
+        _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, 0, cols, wide)
+
+
+@njit(inline="always", error_model="numpy")
+def _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    xs = x[row * xrs + c0 : row * xrs + c1]
+    zs = z[row * zrs + c0 : row * zrs + c1]
+    os = out[row * ors + c0 : row * ors + c1]
+    # Four copies of the loop, so that a constant pos_weight or upstream is a register, not a
+    # load (and the loops vectorise without a select on the layout).
+    if q_varies:
+        qs = q[row * qrs + c0 : row * qrs + c1]
+        if u_varies:
+            us = u[row * urs + c0 : row * urs + c1]
+            for j in range(xs.size):
+                g = grad_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+                os[j] = g * np.float64(us[j])
+        else:
+            uv = np.float64(u[row * urs])
+            for j in range(xs.size):
+                g = grad_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+                os[j] = g * uv
+    else:
+        qv = np.float64(q[row * qrs])
+        if u_varies:
+            us = u[row * urs + c0 : row * urs + c1]
+            for j in range(xs.size):
+                g = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+                os[j] = g * np.float64(us[j])
+        else:
+            uv = np.float64(u[row * urs])
+            for j in range(xs.size):
+                g = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+                os[j] = g * uv
+
+
+@njit(parallel=True, **_OPTIONS)
+def grad_parallel(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """``upstream * d loss / d x`` over ``rows x cols`` elements, tiles shared among threads."""
+    wide = _is_float64(x)
+    per_row = (cols + tile - 1) // tile
+    for t in prange(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, c0, c1, wide)
+
+
+@njit(**_OPTIONS)
+def grad_serial(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """:func:`grad_parallel` on the calling thread."""
+    wide = _is_float64(x)
+    for row in range(rows):
+        _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, 0, cols, wide)

@@ -1,0 +1,273 @@
+"""Inline ``exp``, ``expm1`` and ``log1p`` in float64 for the kernels, written to vectorise.
+
+numba compiles ``math.exp`` and ``math.log1p`` to scalar libm calls: pip's llvmlite has no SVML,
+so a loop calling them does not vectorise and runs 3-12x slower than the memory limit
+(``/work/shared/notes/exact-and-fast-kernels.md``). These are polynomials and bit manipulation
+only, which LLVM turns into AVX-512 code.
+
+``exp`` and ``log1p`` exist at two accuracies, picked by ``precise`` (a compile-time constant in
+the kernels, so the branch folds away):
+
+- ``precise=False``, for the loss of float16/bfloat16/float32 inputs: relative error 2^-28.6
+  (exp) and 2^-31 (log1p), 1/16 of a float32 ULP or less; with the final rounding the loss
+  stays within 0.53 ULP on the test grid (every term is non-negative: nothing amplifies them).
+  Sizing the polynomials to float32 rather than to float64 is what keeps the kernel near the
+  memory limit.
+- ``precise=True``, for float64 inputs and for the gradient (whose two terms cancel near its
+  zero, which multiplies their relative error): below 2^-55, so the float64 roundings dominate,
+  as they do for libm.
+
+The coefficients are Chebyshev fits (``mpmath.chebyfit``, 80 digits), near-minimax; the relative
+error of each approximation is listed next to it. ``_fit.py`` recomputes them, and the tests
+check both the coefficients and the errors.
+
+numba's on-disk cache tracks the source file of each compiled function, not of the functions it
+inlines: after editing this file, delete ``_kernels/__pycache__`` (or touch ``_logistic.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+# --- Bit manipulation and fused multiply-add ---------------------------------------------------
+
+
+@intrinsic
+def _float_from_bits(typingctx, bits):  # type: ignore[no-untyped-def]
+    """Reinterpret an int64 as a float64 (an LLVM bitcast, which vectorises)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _bits_from_float(typingctx, value):  # type: ignore[no-untyped-def]
+    """Reinterpret a float64 as an int64."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+    """``a * b + c`` rounded once (``llvm.fma.f64``: one instruction on every x86-64 with FMA3,
+    a correctly rounded libm call elsewhere)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        double = ir.DoubleType()
+        fnty = ir.FunctionType(double, [double, double, double])
+        fn = builder.module.declare_intrinsic("llvm.fma", [double], fnty)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+# --- exp(t) for t <= 0 -------------------------------------------------------------------------
+
+_LOG2E = 1.4426950408889634
+# ln 2 split so that k * _LN2_HI is exact for |k| < 2^11 (Cody and Waite): the reduced argument
+# t - k ln 2 is then exact up to the tiny k * _LN2_LO term.
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+# Adding 1.5 * 2^52 rounds to an integer (to nearest, ties to even) and leaves it in the low bits.
+_SHIFT = 6755399441055744.0
+_SHIFT_BITS = 0x4338000000000000
+# Below this e^t is less than half the smallest subnormal: it rounds to 0.
+_EXP_FLOOR = -746.0
+
+# e^r on |r| <= ln(2)/2, degree 6, relative error 2.5e-9 (2^-28.6).
+_EXP_FAST = (
+    1.0,
+    1.000000037716214,
+    0.5000000047117757,
+    0.16666415514653277,
+    0.04166635289677516,
+    0.008375126398153335,
+    0.0013941108433972674,
+)
+# (e^r - 1 - r) / r^2 on |r| <= ln(2)/2, degree 9 (e^r to degree 11), relative error of e^r
+# 1.6e-17 (2^-55.8).
+_EXP_PRECISE = (
+    0.5000000000000001,
+    0.16666666666666669,
+    0.041666666666624164,
+    0.008333333333330065,
+    0.0013888888917196719,
+    0.00019841269863040545,
+    2.4801521322368692e-05,
+    2.7557268480310024e-06,
+    2.7620075879983367e-07,
+    2.5100375832561234e-08,
+)
+
+
+# Floor of the narrow (float16/bfloat16/float32 results) exp: e^-708 is still a normal float64,
+# so 2^k is one bit pattern. What it leaves out, e^t < 3.3e-308, is below half the smallest
+# float32 subnormal even after scaling by the largest float32 weight (3.4e38), so no narrow result
+# can see it (see the narrow elements in ``_logistic``).
+_EXP_FLOOR_NARROW = -708.0
+
+
+@njit(inline="always", error_model="numpy")
+def exp_nonpos(t: float, precise: bool, subnormal: bool) -> float:
+    """``e^t`` for ``t <= 0`` (also ``-inf``; NaN -> NaN).
+
+    ``t = k ln 2 + r`` with ``|r| <= ln(2)/2``, ``e^t = 2^k e^r``. ``precise`` picks the
+    polynomial. ``subnormal``: results down to the smallest subnormal, ``2^k`` built in two
+    halves so that ``k`` down to -1076 needs no special case (``p 2^(k//2)`` is normal and the
+    second scaling rounds once); else ``t`` is floored at -708 and scaled once.
+    """
+    # NaN compares false and is not clamped: it stays NaN through the arithmetic.
+    if subnormal:
+        if t < _EXP_FLOOR:
+            t = _EXP_FLOOR
+    elif t < _EXP_FLOOR_NARROW:
+        t = _EXP_FLOOR_NARROW
+    shifted = t * _LOG2E + _SHIFT
+    k = _bits_from_float(shifted) - _SHIFT_BITS
+    kf = shifted - _SHIFT
+    r = fma(-kf, _LN2_HI, t)
+    r = fma(-kf, _LN2_LO, r)
+    if precise:
+        c = _EXP_PRECISE
+        q = fma(r, c[9], c[8])
+        q = fma(r, q, c[7])
+        q = fma(r, q, c[6])
+        q = fma(r, q, c[5])
+        q = fma(r, q, c[4])
+        q = fma(r, q, c[3])
+        q = fma(r, q, c[2])
+        q = fma(r, q, c[1])
+        q = fma(r, q, c[0])
+        p = 1.0 + fma(r * r, q, r)
+    else:
+        c = _EXP_FAST
+        p = fma(r, c[6], c[5])
+        p = fma(r, p, c[4])
+        p = fma(r, p, c[3])
+        p = fma(r, p, c[2])
+        p = fma(r, p, c[1])
+        p = fma(r, p, c[0])
+    if subnormal:
+        half = k >> 1
+        scale_a = _float_from_bits((half + 1023) << 52)
+        scale_b = _float_from_bits((k - half + 1023) << 52)
+        return (p * scale_a) * scale_b
+    return p * _float_from_bits((k + 1023) << 52)
+
+
+@njit(inline="always", error_model="numpy")
+def exp_expm1_nonpos(t: float, subnormal: bool) -> tuple[float, float]:
+    """``(e^t, e^t - 1)`` for ``t <= 0``, both float64-accurate (the precise polynomial).
+
+    ``e^t - 1 = 2^k (p - 1) + (2^k - 1)`` with ``p - 1 = r + r^2 Q(r)`` formed without the 1, so
+    it keeps its relative accuracy as ``t -> 0`` (``2^k - 1`` is exact; one FMA). Meant for
+    ``t > -ln 3`` (``k >= -2``), where the terms cannot cancel; elsewhere it is not used.
+    """
+    if subnormal:
+        if t < _EXP_FLOOR:
+            t = _EXP_FLOOR
+    elif t < _EXP_FLOOR_NARROW:
+        t = _EXP_FLOOR_NARROW
+    shifted = t * _LOG2E + _SHIFT
+    k = _bits_from_float(shifted) - _SHIFT_BITS
+    kf = shifted - _SHIFT
+    r = fma(-kf, _LN2_HI, t)
+    r = fma(-kf, _LN2_LO, r)
+    c = _EXP_PRECISE
+    q = fma(r, c[9], c[8])
+    q = fma(r, q, c[7])
+    q = fma(r, q, c[6])
+    q = fma(r, q, c[5])
+    q = fma(r, q, c[4])
+    q = fma(r, q, c[3])
+    q = fma(r, q, c[2])
+    q = fma(r, q, c[1])
+    q = fma(r, q, c[0])
+    p_minus_one = fma(r * r, q, r)
+    p = 1.0 + p_minus_one
+    if subnormal:
+        half = k >> 1
+        scale_a = _float_from_bits((half + 1023) << 52)
+        scale_b = _float_from_bits((k - half + 1023) << 52)
+        e = (p * scale_a) * scale_b
+        # k - 1023 < k: a subnormal e^t is far from -ln 3, where e^t - 1 is wanted.
+        scale = scale_a * scale_b
+    else:
+        scale = _float_from_bits((k + 1023) << 52)
+        e = p * scale
+    return e, fma(scale, p_minus_one, scale - 1.0)
+
+
+# --- log1p(e) for 0 <= e <= 1 ------------------------------------------------------------------
+
+# log1p(e) = 2 atanh(s) with s = e / (2 + e) in [0, 1/3]: 2s + s^3 P(s^2).
+# Degree 4 in s^2, relative error 3.9e-10 (2^-31.3).
+_LOG_FAST = (
+    0.6666666732052742,
+    0.3999970633192972,
+    0.28592357994302836,
+    0.21706575800880373,
+    0.2322432922402335,
+)
+# Degree 9 in s^2, relative error 7.1e-18 (2^-57).
+_LOG_PRECISE = (
+    0.6666666666666666,
+    0.40000000000014585,
+    0.2857142856710876,
+    0.22222222717427864,
+    0.18181789436132859,
+    0.15385570064958623,
+    0.13314144209654935,
+    0.12001072809590713,
+    0.08800738486144674,
+    0.1616404561194353,
+)
+
+
+@njit(inline="always", error_model="numpy")
+def log1p_unit(e: float, precise: bool) -> float:
+    """``log(1 + e)`` for ``0 <= e <= 1`` (NaN -> NaN).
+
+    Via ``s = e / (2 + e)``: no cancellation, and relative accuracy down to the smallest
+    subnormal ``e`` (``2s`` is exact there). The precise version corrects ``s`` for the rounding
+    of ``2 + e`` and of the division (one FMA each), which otherwise costs up to 1 ULP.
+    """
+    d = 2.0 + e
+    s = e / d
+    w = s * s
+    if precise:
+        c = _LOG_PRECISE
+        p = fma(w, c[9], c[8])
+        p = fma(w, p, c[7])
+        p = fma(w, p, c[6])
+        p = fma(w, p, c[5])
+        p = fma(w, p, c[4])
+        p = fma(w, p, c[3])
+        p = fma(w, p, c[2])
+        p = fma(w, p, c[1])
+        p = fma(w, p, c[0])
+        # 2 + e = d + d_lo exactly (Fast2Sum, 2 >= e); e - s (d + d_lo) = the division's error.
+        d_lo = e - (d - 2.0)
+        s_lo = fma(-s, d_lo, fma(-s, d, e)) / d
+        return fma(2.0, s, fma(s * w, p, 2.0 * s_lo))
+    c = _LOG_FAST
+    p = fma(w, c[4], c[3])
+    p = fma(w, p, c[2])
+    p = fma(w, p, c[1])
+    p = fma(w, p, c[0])
+    return fma(s * w, p, 2.0 * s)
+
+
+LN3 = math.log(3.0)

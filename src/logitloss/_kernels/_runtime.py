@@ -1,0 +1,136 @@
+"""Running the kernels: compile options, the threading layer, serial or parallel.
+
+Nothing here happens at import: the threading layer is picked and the LLVM options are set the
+first time a kernel is compiled or run, and the options are restored right after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numba
+from llvmlite import binding as llvm
+from numba.core.compiler_lock import global_compiler_lock
+from numba.np.ufunc import parallel as _parallel
+
+# Elements per tile: 64 KiB of float32 per operand, so a tile's operands stay in L2.
+TILE = 16384
+# Below this many elements the serial kernel runs on the calling thread: waking the other
+# threads costs more than the work (about 20-150 us depending on the threading layer).
+PARALLEL_MIN = 1 << 16
+# Tiles handed out at a time: a few per thread and call, so that a thread delayed by another
+# process (or by PyTorch's OpenMP threads spinning) does not hold back the whole call.
+CHUNK_TILES = 8
+
+# The order in which numba tries its threading layers when the caller has not chosen one and
+# numba has not started one yet (numba's own default is tbb, omp, workqueue). Measured on the
+# benchmark machine (2 cores, pip's torch 2.13; ``benchmarks/bench_logistic.py``, last section),
+# a 0.1 ms parallel call:
+# - omp: 0.044 ms alone, 0.057 ms right after a PyTorch call. pip's torch ships GNU libgomp
+#   with the same soname as the system's, so the process has one OpenMP runtime and one pool of
+#   threads: no second set of spinning threads to stall on. Thread-safe (concurrent calls).
+# - workqueue: 0.15 ms alone (slower hand-off), and the PyTorch call after it slowed to a p90 of
+#   4-20 ms; not thread-safe (concurrent launches abort the process: ``call`` serialises them).
+# - tbb (pip's tbb, found only with LD_LIBRARY_PATH set): 0.05 ms alone, 0.12 ms (p90 1.6 ms)
+#   after PyTorch: a second runtime whose threads compete with OpenMP's.
+THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
+_state_lock = threading.Lock()
+_launch_lock = threading.Lock()
+_prepared: set[tuple[Any, ...]] = set()
+_layer_checked = False
+
+
+def _vector_options() -> list[tuple[str, str]]:
+    """LLVM options for the kernels' compilation, with the values that restore the defaults.
+
+    LLVM's default vectorisation of these loops runs one stream of 8 float64 lanes whose long
+    dependency chains (exp, division, log1p) leave the FMA units half idle; four interleaved
+    streams cut the time by 25-40 % on AVX-512 (measured on the benchmark's 4096 x 4096 arrays).
+    Forcing the vector width as well (``-force-vector-width=8``) gained nothing more and makes
+    LLVM print a remark for every loop it then cannot vectorise. Only where AVX-512 is present:
+    with half as many registers the four streams may spill (not measured).
+    """
+    features = llvm.get_host_cpu_features()
+    if not features.get("avx512f", False):
+        return []
+    return [("-force-vector-interleave=4", "-force-vector-interleave=0")]
+
+
+@contextlib.contextmanager
+def _compiling() -> Iterator[None]:
+    """Set the LLVM options around a compilation, under numba's compiler lock so that no other
+    compilation in the process sees them (they are process-global), and restore them."""
+    options = _vector_options()
+    with global_compiler_lock:
+        for option, _ in options:
+            llvm.set_option("logitloss", option)
+        try:
+            yield
+        finally:
+            for _, default in options:
+                llvm.set_option("logitloss", default)
+
+
+def _choose_threading_layer() -> None:
+    """Put :data:`THREADING_LAYER_PRIORITY` in force, unless the caller chose a layer
+    (``NUMBA_THREADING_LAYER``, ``numba.config.THREADING_LAYER``) or an order
+    (``NUMBA_THREADING_LAYER_PRIORITY``), or numba already started its threads (the layer is then
+    fixed for the process, and used as it is)."""
+    global _layer_checked
+    with _state_lock:
+        if _layer_checked:
+            return
+        untouched = numba.config.THREADING_LAYER_PRIORITY == ["tbb", "omp", "workqueue"]
+        if (
+            not _parallel._is_initialized
+            and numba.config.THREADING_LAYER == "default"
+            and untouched
+        ):
+            numba.config.THREADING_LAYER_PRIORITY = list(THREADING_LAYER_PRIORITY)
+        _layer_checked = True
+
+
+def _needs_launch_lock() -> bool:
+    """The workqueue layer aborts the process when two threads launch parallel work at once:
+    serialise launches there (and before numba has started its threads, when the layer is not
+    known yet)."""
+    return not _parallel._is_initialized or numba.threading_layer() == "workqueue"
+
+
+def call(kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...]) -> None:
+    """Run ``kernel(*args)``; the first call for ``key`` (kernel and dtype: the argument types
+    follow from them) compiles it, or loads it from numba's on-disk cache, with our options."""
+    if (kernel, key) not in _prepared:
+        _choose_threading_layer()
+        with _compiling():
+            kernel.compile(tuple(numba.typeof(a) for a in args))
+        with _state_lock:
+            _prepared.add((kernel, key))
+    parallel = kernel.targetoptions.get("parallel", False)
+    if not parallel:
+        kernel(*args)
+        return
+    with _launch_guard():
+        previous = numba.set_parallel_chunksize(CHUNK_TILES)
+        try:
+            kernel(*args)
+        finally:
+            numba.set_parallel_chunksize(previous)
+
+
+@contextlib.contextmanager
+def _launch_guard() -> Iterator[None]:
+    if _needs_launch_lock():
+        with _launch_lock:
+            yield
+    else:
+        yield
+
+
+def pick(serial: Callable[..., None], parallel: Callable[..., None], size: int) -> Any:
+    """The parallel kernel for large inputs, the serial one below :data:`PARALLEL_MIN`."""
+    return parallel if size >= PARALLEL_MIN and numba.config.NUMBA_NUM_THREADS > 1 else serial
