@@ -961,8 +961,12 @@ def _by_key(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, dict[
     return table
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """One line per function x dtype, one column per library."""
+def markdown_table(
+    rows: list[dict[str, Any]], cell_text: Callable[[dict[str, Any]], str] | None = None
+) -> str:
+    """One line per function x dtype, one column per library; ``cell_text`` formats a result
+    (default: the loss cell)."""
+    cell_text = cell_text or cell
     libraries = [lib for lib in LIBRARIES if any(r["library"] == lib for r in rows)]
     lines = [
         "| function | dtype | points | " + " | ".join(TITLES[lib] for lib in libraries) + " |",
@@ -970,7 +974,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     ]
     for (function, dtype), by_lib in _by_key(rows).items():
         points = next((r["points"] for r in by_lib.values() if "points" in r), "")
-        cells = [cell(by_lib[lib]) if lib in by_lib else "" for lib in libraries]
+        cells = [cell_text(by_lib[lib]) if lib in by_lib else "" for lib in libraries]
         lines.append(f"| {function} | {dtype} | {points} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -1016,20 +1020,6 @@ def grad_cell(row: dict[str, Any]) -> str:
     if row["wrong_limits"]:
         text += f" · {row['wrong_limits']} limits"
     return text
-
-
-def grad_markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The gradient rows: one line per function x dtype, one column per library."""
-    libraries = [lib for lib in LIBRARIES if any(r["library"] == lib for r in rows)]
-    lines = [
-        "| function | dtype | points | " + " | ".join(TITLES[lib] for lib in libraries) + " |",
-        "|---|---|---:|" + "---|" * len(libraries),
-    ]
-    for (function, dtype), by_lib in _by_key(rows).items():
-        points = next((r["points"] for r in by_lib.values() if "points" in r), "")
-        cells = [grad_cell(by_lib[lib]) if lib in by_lib else "" for lib in libraries]
-        lines.append(f"| {function} | {dtype} | {points} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def grad_worst_table(rows: list[dict[str, Any]]) -> str:
@@ -1136,7 +1126,7 @@ def write_markdown(
 
 {GRADIENT_LEGEND}
 
-{grad_markdown_table(list(grad_rows))}
+{markdown_table(list(grad_rows), grad_cell)}
 
 ### Known gradient failures, one input each
 
@@ -1204,7 +1194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(spot_table(spots))
     print("\nGradients w.r.t. logits\n")
-    print(grad_markdown_table(grad_rows))
+    print(markdown_table(grad_rows, grad_cell))
     print()
     print(spot_table(grad_spots))
     print(f"\n{info['runtime']}; written to {args.out}/accuracy.csv and accuracy.md")
