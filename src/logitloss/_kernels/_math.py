@@ -120,14 +120,8 @@ _EXP_FLOOR_NARROW = -708.0
 
 
 @njit(inline="always", error_model="numpy")
-def exp_nonpos(t: float, precise: bool, subnormal: bool) -> float:
-    """``e^t`` for ``t <= 0`` (also ``-inf``; NaN -> NaN).
-
-    ``t = k ln 2 + r`` with ``|r| <= ln(2)/2``, ``e^t = 2^k e^r``. ``precise`` picks the
-    polynomial. ``subnormal``: results down to the smallest subnormal, ``2^k`` built in two
-    halves so that ``k`` down to -1076 needs no special case (``p 2^(k//2)`` is normal and the
-    second scaling rounds once); else ``t`` is floored at -708 and scaled once.
-    """
+def _reduce(t: float, subnormal: bool) -> tuple[int, float]:
+    """``t = k ln 2 + r``, ``|r| <= ln(2)/2``, after flooring ``t`` (NaN stays NaN)."""
     # NaN compares false and is not clamped: it stays NaN through the arithmetic.
     if subnormal:
         if t < _EXP_FLOOR:
@@ -138,53 +132,12 @@ def exp_nonpos(t: float, precise: bool, subnormal: bool) -> float:
     k = _bits_from_float(shifted) - _SHIFT_BITS
     kf = shifted - _SHIFT
     r = fma(-kf, _LN2_HI, t)
-    r = fma(-kf, _LN2_LO, r)
-    if precise:
-        c = _EXP_PRECISE
-        q = fma(r, c[9], c[8])
-        q = fma(r, q, c[7])
-        q = fma(r, q, c[6])
-        q = fma(r, q, c[5])
-        q = fma(r, q, c[4])
-        q = fma(r, q, c[3])
-        q = fma(r, q, c[2])
-        q = fma(r, q, c[1])
-        q = fma(r, q, c[0])
-        p = 1.0 + fma(r * r, q, r)
-    else:
-        c = _EXP_FAST
-        p = fma(r, c[6], c[5])
-        p = fma(r, p, c[4])
-        p = fma(r, p, c[3])
-        p = fma(r, p, c[2])
-        p = fma(r, p, c[1])
-        p = fma(r, p, c[0])
-    if subnormal:
-        half = k >> 1
-        scale_a = _float_from_bits((half + 1023) << 52)
-        scale_b = _float_from_bits((k - half + 1023) << 52)
-        return (p * scale_a) * scale_b
-    return p * _float_from_bits((k + 1023) << 52)
+    return k, fma(-kf, _LN2_LO, r)
 
 
 @njit(inline="always", error_model="numpy")
-def exp_expm1_nonpos(t: float, subnormal: bool) -> tuple[float, float]:
-    """``(e^t, e^t - 1)`` for ``t <= 0``, both float64-accurate (the precise polynomial).
-
-    ``e^t - 1 = 2^k (p - 1) + (2^k - 1)`` with ``p - 1 = r + r^2 Q(r)`` formed without the 1, so
-    it keeps its relative accuracy as ``t -> 0`` (``2^k - 1`` is exact; one FMA). Meant for
-    ``t > -ln 3`` (``k >= -2``), where the terms cannot cancel; elsewhere it is not used.
-    """
-    if subnormal:
-        if t < _EXP_FLOOR:
-            t = _EXP_FLOOR
-    elif t < _EXP_FLOOR_NARROW:
-        t = _EXP_FLOOR_NARROW
-    shifted = t * _LOG2E + _SHIFT
-    k = _bits_from_float(shifted) - _SHIFT_BITS
-    kf = shifted - _SHIFT
-    r = fma(-kf, _LN2_HI, t)
-    r = fma(-kf, _LN2_LO, r)
+def _precise_minus_one(r: float) -> float:
+    """``e^r - 1 = r + r^2 Q(r)`` with the precise polynomial, formed without the 1."""
     c = _EXP_PRECISE
     q = fma(r, c[9], c[8])
     q = fma(r, q, c[7])
@@ -195,18 +148,59 @@ def exp_expm1_nonpos(t: float, subnormal: bool) -> tuple[float, float]:
     q = fma(r, q, c[2])
     q = fma(r, q, c[1])
     q = fma(r, q, c[0])
-    p_minus_one = fma(r * r, q, r)
-    p = 1.0 + p_minus_one
+    return fma(r * r, q, r)
+
+
+@njit(inline="always", error_model="numpy")
+def _two_to(k: int, subnormal: bool) -> tuple[float, float]:
+    """``2^k`` as two factors whose product is applied one after the other: with
+    ``subnormal``, halves of ``k`` (so ``k`` down to -1076 needs no special case), else
+    ``(2^k, 1)``."""
     if subnormal:
         half = k >> 1
-        scale_a = _float_from_bits((half + 1023) << 52)
-        scale_b = _float_from_bits((k - half + 1023) << 52)
-        e = (p * scale_a) * scale_b
-        # k - 1023 < k: a subnormal e^t is far from -ln 3, where e^t - 1 is wanted.
-        scale = scale_a * scale_b
+        return _float_from_bits((half + 1023) << 52), _float_from_bits((k - half + 1023) << 52)
+    return _float_from_bits((k + 1023) << 52), 1.0
+
+
+@njit(inline="always", error_model="numpy")
+def exp_nonpos(t: float, precise: bool, subnormal: bool) -> float:
+    """``e^t`` for ``t <= 0`` (also ``-inf``; NaN -> NaN).
+
+    ``t = k ln 2 + r`` with ``|r| <= ln(2)/2``, ``e^t = 2^k e^r``. ``precise`` picks the
+    polynomial. ``subnormal``: results down to the smallest subnormal, ``2^k`` built in two
+    halves so that ``k`` down to -1076 needs no special case (``p 2^(k//2)`` is normal and the
+    second scaling rounds once); else ``t`` is floored at -708 and scaled once.
+    """
+    k, r = _reduce(t, subnormal)
+    if precise:
+        p = 1.0 + _precise_minus_one(r)
     else:
-        scale = _float_from_bits((k + 1023) << 52)
-        e = p * scale
+        c = _EXP_FAST
+        p = fma(r, c[6], c[5])
+        p = fma(r, p, c[4])
+        p = fma(r, p, c[3])
+        p = fma(r, p, c[2])
+        p = fma(r, p, c[1])
+        p = fma(r, p, c[0])
+    scale_a, scale_b = _two_to(k, subnormal)
+    return (p * scale_a) * scale_b
+
+
+@njit(inline="always", error_model="numpy")
+def exp_expm1_nonpos(t: float, subnormal: bool) -> tuple[float, float]:
+    """``(e^t, e^t - 1)`` for ``t <= 0``, both float64-accurate (the precise polynomial).
+
+    ``e^t - 1 = 2^k (p - 1) + (2^k - 1)`` with ``p - 1 = r + r^2 Q(r)`` formed without the 1, so
+    it keeps its relative accuracy as ``t -> 0`` (``2^k - 1`` is exact; one FMA). Meant for
+    ``t > -ln 3`` (``k >= -2``), where the terms cannot cancel; elsewhere it is not used.
+    """
+    k, r = _reduce(t, subnormal)
+    p_minus_one = _precise_minus_one(r)
+    p = 1.0 + p_minus_one
+    scale_a, scale_b = _two_to(k, subnormal)
+    e = (p * scale_a) * scale_b
+    # A subnormal e^t is far from -ln 3, where e^t - 1 is wanted: the product scale is enough.
+    scale = scale_a * scale_b
     return e, fma(scale, p_minus_one, scale - 1.0)
 
 
