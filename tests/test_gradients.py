@@ -586,7 +586,9 @@ def test_softmax_grad_hypothesis(dtype: str, data: st.DataObject) -> None:
     x = as_array([xs], dtype)
     out = floats(softmax_cross_entropy_with_logits_grad(as_array([zs], dtype), x, wrt=wrt))[0]
     sparse = floats(sparse_softmax_cross_entropy_with_logits_grad([label], x))[0]
-    errors = Errors(dtype)
+    # Logits closer than float64 resolves (x = [0, 7e-39] in float32) are the pinned miss
+    # below: held to the scale-ULP bound there, as on the grid.
+    errors = Errors(dtype, exempt_deep=True)
     exact, scale = exact_softmax(xs, zs, wrt)
     one_hot = tuple(1.0 if j == label else 0.0 for j in range(n))
     exact_sparse, scale_sparse = exact_softmax(xs, one_hot, "logits")

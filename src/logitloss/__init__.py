@@ -11,6 +11,7 @@ from ._gradients import (
     sparse_softmax_cross_entropy_with_logits_grad,
     weighted_cross_entropy_with_logits_grad,
 )
+from ._kernel_path import reference_path
 from ._losses import (
     sigmoid_cross_entropy_with_logits,
     softmax_cross_entropy_with_logits,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "reference_path",
     "sigmoid_cross_entropy_with_logits",
     "sigmoid_cross_entropy_with_logits_grad",
     "softmax_cross_entropy_with_logits",

@@ -8,7 +8,11 @@
 - JAX arrays, tracers included: ``jax.custom_jvp`` functions whose JVP rule is the exact
   gradient (``_jax_autodiff``). Always, since whether JAX will differentiate is not known when
   the function is called (``jax.grad`` traces it like any other call).
-- Everything else: the array-API reference (``_reference``).
+- NumPy arrays and PyTorch CPU tensors that need no derivative, of at least
+  ``_kernel_path.KERNEL_MIN`` elements, with numba installed: the fused kernels (``_kernels``).
+  The torch ``autograd.Function`` takes them too, for its forward and its backward.
+- Everything else, and every call inside ``reference_path()``: the array-API reference
+  (``_reference``).
 
 The torch and JAX modules are imported only when their arrays arrive: ``import logitloss``
 imports neither library, and array-api-compat recognises their arrays without importing them.
@@ -21,7 +25,7 @@ from typing import Any
 
 import array_api_compat
 
-from . import _reference
+from . import _kernel_path, _reference
 
 Array = Any
 
@@ -39,6 +43,11 @@ def _autodiff(x: Array, *others: Array | None) -> ModuleType | None:
     return None
 
 
+def _differentiated(x: Array, *others: Array | None) -> bool:
+    """Whether torch will differentiate through this computation (a kernel would cut it)."""
+    return array_api_compat.is_torch_array(x) and _torch_needs_derivative(x, *others)
+
+
 def _torch_needs_derivative(*tensors: Array | None) -> bool:
     """Whether autograd, backward or forward mode, will differentiate through these tensors."""
     import torch  # already imported: its tensors are here
@@ -54,7 +63,30 @@ def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
     impl = _autodiff(x, z, q)
     if impl is not None:
         return impl.logistic(x, z, q)
+    return logistic_value(x, z, q, xp=xp)
+
+
+def logistic_value(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
+    """The loss without autodiff: a kernel where one applies, else the reference."""
+    if _kernel_path.applies(x):
+        from . import _kernels
+
+        to = _kernel_path.to_numpy
+        return _kernel_path.like(_kernels.logistic_loss(to(x), to(z), to(q)), x)
     return _reference.logistic(x, z, q, xp=xp)
+
+
+def logistic_grad(
+    x: Array, z: Array, q: Array | None, upstream: Array, *, wrt: str, xp: Any
+) -> Array:
+    """``_reference.logistic_grad``, by a kernel where one applies (the logits' gradient)."""
+    if wrt == "logits" and _kernel_path.applies(x) and not _differentiated(x, z, q, upstream):
+        from . import _kernels
+
+        to = _kernel_path.to_numpy
+        grad = _kernels.logistic_grad_logits(to(x), to(z), to(q), to(upstream))
+        return _kernel_path.like(grad, x)
+    return _reference.logistic_grad(x, z, q, upstream, wrt=wrt, xp=xp)
 
 
 def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _reference, _validation
+from . import _dispatch, _reference, _validation
 
 Array = Any
 
@@ -74,7 +74,7 @@ def sigmoid_cross_entropy_with_logits_grad(
     z = _validation.float_labels(fn, "labels", labels, x, xp)
     _validation.same_shape(fn, "labels", z, x)
     g = _upstream(fn, upstream, tuple(x.shape), x, xp)
-    return _reference.logistic_grad(x, z, None, g, wrt=wrt, xp=xp)
+    return _dispatch.logistic_grad(x, z, None, g, wrt=wrt, xp=xp)
 
 
 def weighted_cross_entropy_with_logits_grad(
@@ -127,7 +127,7 @@ def weighted_cross_entropy_with_logits_grad(
     q = _validation.float_labels(fn, "pos_weight", pos_weight, x, xp)
     _validation.broadcasts_into(fn, "pos_weight", q, tuple(x.shape))
     g = _upstream(fn, upstream, tuple(x.shape), x, xp)
-    return _reference.logistic_grad(x, z, q, g, wrt=wrt, xp=xp)
+    return _dispatch.logistic_grad(x, z, q, g, wrt=wrt, xp=xp)
 
 
 def softmax_cross_entropy_with_logits_grad(

@@ -1,14 +1,15 @@
 """PyTorch autograd with the exact gradients instead of the forward formula's derivative.
 
-Each loss is a ``torch.autograd.Function``: the forward is ``_reference``'s loss, the backward
-``_reference``'s gradient of ``sum(upstream * loss)``, so ``x.grad`` is the exact gradient the
+Each loss is a ``torch.autograd.Function``: the forward is the loss, the backward the gradient
+of ``sum(upstream * loss)``, both from ``_dispatch`` (the fused kernels on CPU tensors, else
+``_reference``), so ``x.grad`` is the exact gradient the
 ``*_grad`` functions return: ``2.5e-11`` at ``x = 1e-10, z = 0.5`` (PyTorch's own
 ``sigmoid(x) - z`` gives 0 in float32; differentiating the forward formula, even in float64,
 is 8e-8 off there), and the true limits at infinite logits.
 
-Only the inputs are saved, never an N x C intermediate. The backward is written with torch
-operations on those saved inputs, so under ``create_graph=True`` autograd records it and
-differentiates it again: Hessians, ``gradgradcheck``. A ``jvp`` (forward mode) forms the
+Only the inputs are saved, never an N x C intermediate. Under ``create_graph=True`` the backward
+takes the reference path, torch operations on those saved inputs, which autograd records and
+differentiates again: Hessians, ``gradgradcheck``. A ``jvp`` (forward mode) forms the
 tangent from the same exact gradients, and the ``setup_context`` form with
 ``generate_vmap_rule`` lets ``torch.func`` (``grad``, ``vmap``, ``jacfwd``, ``hessian``) apply.
 
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from array_api_compat import torch as _xp
 
-from . import _formulas, _reference
+from . import _dispatch, _formulas, _kernel_path, _reference
 
 Tensor = torch.Tensor
 
@@ -51,21 +52,23 @@ class _Logistic(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, z: Tensor, q: Tensor | None) -> Tensor:
-        return _reference.logistic(x, z, q, xp=_xp)
+        return _dispatch.logistic_value(x, z, q, xp=_xp)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         ctx.save_for_backward(*inputs)
         ctx.save_for_forward(*inputs)
+        ctx.reference = _kernel_path.forced_reference()
 
     @staticmethod
     def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
         x, z, q = ctx.saved_tensors
         wrts = ("logits", "labels", "pos_weight")
-        return tuple(
-            _reference.logistic_grad(x, z, q, upstream, wrt=wrt, xp=_xp) if needed else None
-            for wrt, needed in zip(wrts, ctx.needs_input_grad, strict=True)
-        )
+        with _kernel_path.same_path(ctx.reference):
+            return tuple(
+                _dispatch.logistic_grad(x, z, q, upstream, wrt=wrt, xp=_xp) if needed else None
+                for wrt, needed in zip(wrts, ctx.needs_input_grad, strict=True)
+            )
 
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, dz: Tensor | None, dq: Tensor | None) -> Tensor:

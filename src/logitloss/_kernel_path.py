@@ -1,0 +1,139 @@
+"""Whether a call goes to the numba kernels (``_kernels``), and the switch that keeps it off.
+
+The kernels take NumPy arrays and PyTorch CPU tensors (as NumPy views of the same memory, no
+copy) of at least :data:`KERNEL_MIN` elements, when numba is installed. Everything else, and
+every call inside :func:`reference_path`, takes the array-API reference (``_reference``): JAX,
+Dask, CuPy, array-api-strict, GPU tensors, tensors inside ``torch.func`` transforms, and small
+arrays, for which importing numba (about 0.3 s, once per process) would cost more than the work.
+
+Nothing here happens at import: numba is looked for on the first large call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import importlib.util
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+Array = Any
+
+# Below this many logits the reference path is used: it is as fast as a kernel call there
+# (both are dominated by per-call overhead) and never imports numba.
+KERNEL_MIN = 1 << 14
+
+_FORCE_REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "logitloss_force_reference", default=False
+)
+
+
+@contextlib.contextmanager
+def reference_path() -> Iterator[None]:
+    """Compute every loss and gradient in this block on the array-API reference path.
+
+    The fast CPU kernels (numba) and the reference path meet the same error bounds (within 1 ULP
+    of the exact value for float32 and narrower), and so agree to within 1 ULP of each other;
+    this switch is for checking that, or for timing the difference. It applies to
+    the calls made in the ``with`` block by the current thread (or asyncio task) only: a
+    context variable, not a process-wide setting. A PyTorch ``backward()`` follows the path its
+    forward call took.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import logitloss
+    >>> x = np.linspace(-30, 30, 1 << 15, dtype=np.float32)
+    >>> z = np.full_like(x, 0.25)
+    >>> fast = logitloss.sigmoid_cross_entropy_with_logits(z, x)
+    >>> with logitloss.reference_path():
+    ...     slow = logitloss.sigmoid_cross_entropy_with_logits(z, x)
+    >>> bool(np.all(np.abs(fast - slow) <= np.spacing(slow)))
+    True
+    """
+    token = _FORCE_REFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _FORCE_REFERENCE.reset(token)
+
+
+def forced_reference() -> bool:
+    """Whether the caller is inside :func:`reference_path`."""
+    return _FORCE_REFERENCE.get()
+
+
+@contextlib.contextmanager
+def same_path(reference: bool) -> Iterator[None]:
+    """Inside :func:`reference_path` if ``reference``, else as the caller is (for a backward
+    pass that runs after its forward's ``with`` block has ended)."""
+    with reference_path() if reference else contextlib.nullcontext():
+        yield
+
+
+@functools.cache
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def _is_numpy(x: Array) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+def _is_cpu_tensor(x: Array) -> bool:
+    """A plain strided CPU tensor whose memory NumPy can view (not a functorch wrapper, whose
+    storage is not its values, nor a sparse or meta tensor)."""
+    import torch
+
+    return (
+        isinstance(x, torch.Tensor)
+        and x.device.type == "cpu"
+        and x.layout == torch.strided
+        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+        and (x.dtype != torch.bfloat16 or importlib.util.find_spec("ml_dtypes") is not None)
+    )
+
+
+def applies(x: Array) -> bool:
+    """Whether the kernels take a call on logits ``x`` (validated; other operands alike)."""
+    if _FORCE_REFERENCE.get():
+        return False
+    if _is_numpy(x):
+        if x.size < KERNEL_MIN:
+            return False
+    else:
+        import array_api_compat
+
+        if not array_api_compat.is_torch_array(x) or x.numel() < KERNEL_MIN:
+            return False
+        if not _is_cpu_tensor(x):
+            return False
+    return _numba_installed()
+
+
+def to_numpy(a: Array | None) -> np.ndarray | None:
+    """A NumPy view of ``a`` (a NumPy array as it is, a CPU tensor's memory without a copy)."""
+    if a is None or _is_numpy(a):
+        return a
+    import torch
+
+    a = a.detach()
+    if a.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return a.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return a.numpy()
+
+
+def like(result: np.ndarray, x: Array) -> Array:
+    """``result`` in the library of ``x``: a tensor sharing ``result``'s memory for torch."""
+    if _is_numpy(x):
+        return result
+    import torch
+
+    if result.dtype.name == "bfloat16":
+        return torch.from_numpy(result.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(result)

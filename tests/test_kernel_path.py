@@ -1,0 +1,234 @@
+"""Which calls the fused kernels take, the switch that keeps them off, and that the public
+functions give the reference's numbers (within the shared 1 ULP bound) on the kernel path.
+
+The kernels' own accuracy against mpmath is tested in ``test_kernels*.py``; here the public
+layer around them: NumPy arrays and PyTorch CPU tensors, autograd through them, and everything
+that must stay on the reference path.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+import logitloss
+from logitloss import _kernel_path
+
+pytest.importorskip("numba")
+
+LARGE = (256, 128)  # 32768 elements: above _kernel_path.KERNEL_MIN
+SMALL = (16, 16)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the calls of each logistic kernel (which still run)."""
+    from logitloss import _kernels
+
+    calls = {"logistic_loss": 0, "logistic_grad_logits": 0}
+    for name in calls:
+        original = getattr(_kernels, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            calls[_name] += 1
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(_kernels, name, counted)
+    return calls
+
+
+def _data(shape: tuple[int, ...], dtype: Any = np.float32, seed: int = 0) -> tuple:
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 30).astype(dtype)
+    x.flat[:4] = [np.inf, -np.inf, 0.0, 1e-10]
+    z = rng.random(shape).astype(dtype)
+    return x, z
+
+
+def _ulp_in(a: Any, b: Any) -> float:
+    """Largest difference between ``a`` and ``b`` in ULP of ``b``'s dtype (NumPy or torch)."""
+    finfo = torch_or_numpy_finfo(b)
+    a, b = (np.asarray(_float64(t)) for t in (a, b))
+    finite = np.isfinite(b)
+    assert np.array_equal(a[~finite], b[~finite], equal_nan=True)
+    a, b = a[finite], b[finite]
+    magnitude = np.maximum(
+        np.exp2(np.floor(np.log2(np.abs(b), where=b != 0, out=np.zeros_like(b)))), finfo.tiny
+    )
+    return float(np.max(np.abs(a - b) / (magnitude * finfo.eps), initial=0.0))
+
+
+def torch_or_numpy_finfo(a: Any) -> Any:
+    if isinstance(a, np.ndarray):
+        return np.finfo(a.dtype)
+    import torch
+
+    return torch.finfo(a.dtype)
+
+
+def _float64(a: Any) -> Any:
+    return a.astype(np.float64) if isinstance(a, np.ndarray) else a.double().numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_numpy_losses_take_the_kernels_and_match_the_reference(dtype: Any, spy: dict) -> None:
+    x, z = _data(LARGE, dtype)
+    q = np.linspace(0.1, 4, LARGE[1]).astype(dtype)  # per class
+    fast_s = logitloss.sigmoid_cross_entropy_with_logits(z, x)
+    fast_w = logitloss.weighted_cross_entropy_with_logits(z, x, q)
+    assert spy["logistic_loss"] == 2
+    with logitloss.reference_path():
+        slow_s = logitloss.sigmoid_cross_entropy_with_logits(z, x)
+        slow_w = logitloss.weighted_cross_entropy_with_logits(z, x, q)
+    assert spy["logistic_loss"] == 2
+    # Both paths are within 1 ULP of the exact value (float64: 4), so within 2 of each other;
+    # measured: 1 ULP (narrow), 2 (float64).
+    bound = 2 if dtype == np.float64 else 1
+    assert fast_s.dtype == x.dtype and fast_w.dtype == x.dtype
+    assert _ulp_in(fast_s, slow_s) <= bound
+    assert _ulp_in(fast_w, slow_w) <= bound
+
+
+def test_small_arrays_stay_on_the_reference(spy: dict) -> None:
+    x, z = _data(SMALL)
+    logitloss.sigmoid_cross_entropy_with_logits(z, x)
+    logitloss.sigmoid_cross_entropy_with_logits_grad(z, x)
+    assert spy == {"logistic_loss": 0, "logistic_grad_logits": 0}
+
+
+def test_numpy_gradient_takes_the_kernel(spy: dict) -> None:
+    x, z = _data(LARGE)
+    upstream = np.linspace(-2, 2, LARGE[1], dtype=np.float32)
+    fast = logitloss.weighted_cross_entropy_with_logits_grad(z, x, 2.5, upstream=upstream)
+    assert spy["logistic_grad_logits"] == 1
+    with logitloss.reference_path():
+        slow = logitloss.weighted_cross_entropy_with_logits_grad(z, x, 2.5, upstream=upstream)
+    assert spy["logistic_grad_logits"] == 1
+    assert _ulp_in(fast, slow) <= 1
+    # labels and pos_weight gradients have no kernel: the reference answers
+    logitloss.weighted_cross_entropy_with_logits_grad(z, x, 2.5, wrt="pos_weight")
+    assert spy["logistic_grad_logits"] == 1
+
+
+def test_inputs_are_not_modified() -> None:
+    x, z = _data(LARGE)
+    x0, z0 = x.copy(), z.copy()
+    logitloss.sigmoid_cross_entropy_with_logits(z, x)
+    logitloss.sigmoid_cross_entropy_with_logits_grad(z, x)
+    assert np.array_equal(x, x0, equal_nan=True) and np.array_equal(z, z0)
+
+
+def test_the_switch_is_scoped_to_the_thread(spy: dict) -> None:
+    x, z = _data(LARGE)
+    seen: list[bool] = []
+
+    def other_thread() -> None:
+        seen.append(_kernel_path.forced_reference())
+        logitloss.sigmoid_cross_entropy_with_logits(z, x)
+
+    with logitloss.reference_path():
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        assert _kernel_path.forced_reference()
+    assert seen == [False] and spy["logistic_loss"] == 1
+    assert not _kernel_path.forced_reference()
+
+
+def test_concurrent_calls_agree() -> None:
+    x, z = _data((512, 256))
+    expected = logitloss.sigmoid_cross_entropy_with_logits(z, x)
+    results: list[np.ndarray] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(5):
+            r = logitloss.sigmoid_cross_entropy_with_logits(z, x)
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 20
+    assert all(np.array_equal(r, expected) for r in results)
+
+
+# --------------------------------------------------------------------------------- PyTorch
+
+
+torch = pytest.importorskip("torch")
+
+
+def _tensors(dtype: Any = None, seed: int = 0) -> tuple:
+    x, z = _data(LARGE, np.float32, seed)
+    tx, tz = torch.from_numpy(x), torch.from_numpy(z)
+    if dtype is not None:
+        tx, tz = tx.to(dtype), tz.to(dtype)
+    return tx, tz
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_torch_without_grad_takes_the_kernel(dtype: str, spy: dict) -> None:
+    tx, tz = _tensors(getattr(torch, dtype))
+    fast = logitloss.sigmoid_cross_entropy_with_logits(tz, tx)
+    assert spy["logistic_loss"] == 1
+    assert isinstance(fast, torch.Tensor) and fast.dtype == tx.dtype and fast.grad_fn is None
+    with logitloss.reference_path():
+        slow = logitloss.sigmoid_cross_entropy_with_logits(tz, tx)
+    assert _ulp_in(fast, slow) <= (2 if dtype == "float64" else 1)
+
+
+def test_torch_strided_tensor(spy: dict) -> None:
+    tx, tz = _tensors()
+    tx, tz = tx.t(), tz.t()[:, ::1]  # transposed views: not contiguous
+    fast = logitloss.sigmoid_cross_entropy_with_logits(tz, tx)
+    assert spy["logistic_loss"] == 1 and fast.shape == tx.shape
+    with logitloss.reference_path():
+        slow = logitloss.sigmoid_cross_entropy_with_logits(tz, tx)
+    assert _ulp_in(fast, slow) <= 1
+
+
+def test_torch_backward_takes_the_kernels(spy: dict) -> None:
+    tx, tz = _tensors()
+    tx.requires_grad_(True)
+    q = torch.tensor(3.0, requires_grad=True)
+    loss = logitloss.weighted_cross_entropy_with_logits(tz, tx, q)
+    (loss * 0.5).sum().backward()
+    assert spy == {"logistic_loss": 1, "logistic_grad_logits": 1}
+    fast_x, fast_q = tx.grad.clone(), q.grad.clone()
+    tx.grad, q.grad = None, None
+    with logitloss.reference_path():
+        loss = logitloss.weighted_cross_entropy_with_logits(tz, tx, q)
+    (loss * 0.5).sum().backward()  # outside the block: follows the forward's path
+    assert spy == {"logistic_loss": 1, "logistic_grad_logits": 1}
+    assert _ulp_in(fast_x, tx.grad) <= 1
+    assert torch.allclose(fast_q, q.grad, rtol=1e-6)
+
+
+def test_torch_double_backward_uses_the_reference(spy: dict) -> None:
+    """``create_graph=True`` needs a backward that autograd can differentiate: the reference."""
+    tx, tz = _tensors(torch.float64)
+    tx.requires_grad_(True)
+    loss = logitloss.sigmoid_cross_entropy_with_logits(tz, tx).sum()
+    (g,) = torch.autograd.grad(loss, tx, create_graph=True)
+    assert spy["logistic_grad_logits"] == 0
+    (h,) = torch.autograd.grad(g.sum(), tx)
+    t = tx.detach()
+    assert torch.allclose(h, torch.sigmoid(t) * torch.sigmoid(-t), rtol=1e-12, atol=1e-300)
+
+
+def test_torch_func_transforms_fall_back(spy: dict) -> None:
+    tx, tz = _tensors(torch.float64)
+    grad = torch.func.grad(lambda t: logitloss.sigmoid_cross_entropy_with_logits(tz, t).sum())(tx)
+    batched = torch.func.vmap(logitloss.sigmoid_cross_entropy_with_logits)(tz, tx)
+    expected = torch.sigmoid(tx) - tz
+    finite = torch.isfinite(tx)
+    assert torch.allclose(grad[finite], expected[finite], rtol=0, atol=1e-15)  # |grad| <= 1
+    # vmap: the reference, row by row; the direct call: the float64 kernel (both within 4 ULP)
+    assert _ulp_in(batched, logitloss.sigmoid_cross_entropy_with_logits(tz, tx)) <= 2
