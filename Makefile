@@ -21,8 +21,10 @@ demo: $(STAMP)
 accuracy: $(STAMP)
 	$(PY) benchmarks/accuracy.py
 
+# Every workload against the peers (about 10 minutes on 2 cores; run it on a quiet machine).
 bench: $(STAMP)
-	$(PY) benchmarks/bench_logistic.py
+	$(PY) -m logitloss bench --csv benchmarks/results/bench.csv \
+		--markdown benchmarks/results/bench.md --plot docs/bench.png
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
