@@ -5,6 +5,7 @@ of the exact value (float16, bfloat16, float32) and with the true limits at infi
 NumPy, PyTorch, JAX, CuPy, Dask and array-api-strict arrays.
 """
 
+from ._focal import sigmoid_focal_loss
 from ._gradients import (
     sigmoid_cross_entropy_with_logits_grad,
     softmax_cross_entropy_with_logits_grad,
@@ -18,14 +19,18 @@ from ._losses import (
     sparse_softmax_cross_entropy_with_logits,
     weighted_cross_entropy_with_logits,
 )
+from ._training import binary_cross_entropy_with_logits, cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
     "reference_path",
     "sigmoid_cross_entropy_with_logits",
     "sigmoid_cross_entropy_with_logits_grad",
+    "sigmoid_focal_loss",
     "softmax_cross_entropy_with_logits",
     "softmax_cross_entropy_with_logits_grad",
     "sparse_softmax_cross_entropy_with_logits",
