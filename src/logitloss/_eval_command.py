@@ -1,8 +1,14 @@
-"""The ``eval`` command: options, and the run that ties files, evaluation and output together."""
+"""The ``eval`` command: options, and the run that ties files, an engine and the output together.
+
+``--engine local`` (the default) loops over chunks in this process (``_evaluate``);
+``--engine dask`` maps the same per-chunk function over a Dask cluster (``_dask_engine``):
+a ``LocalCluster`` it starts, or ``--scheduler ADDRESS``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -14,7 +20,9 @@ import numpy as np
 EXAMPLE = (
     "logitloss eval sparse --logits preds.npz:logits --labels preds.npz:labels --json\n"
     "  logitloss eval weighted --logits scores.parquet:a,b,c --labels truth.parquet:a,b,c "
-    "--pos-weight 2,1,4 --out losses.parquet"
+    "--pos-weight 2,1,4 --out losses.parquet\n"
+    "  logitloss eval sigmoid --logits logits/ --labels labels.zarr --engine dask "
+    "--worker-memory 300MB"
 )
 
 
@@ -33,6 +41,23 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _bytes(text: str) -> int:
+    """A size such as ``300MB`` or ``2GiB`` (dask's spelling), in bytes."""
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+    number = text.strip().lower().rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text.strip().lower()[len(number) :].strip()
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 300MB or 2GiB, got {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return int(value)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +89,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--chunk-rows", type=_positive, metavar="N",
-                        help="rows per chunk (default: about 64 MiB of logits)")  # fmt: skip
+                        help="rows per chunk (default: about 64 MiB of logits; dask: "
+                             "1/64 of a worker's memory limit)")  # fmt: skip
+    dask = parser.add_argument_group("Dask engine")
+    dask.add_argument("--engine", choices=("local", "dask"), default=None,
+                      help="local: in this process (default); dask: on a cluster")  # fmt: skip
+    dask.add_argument("--scheduler", metavar="ADDRESS",
+                      help="use the Dask scheduler at ADDRESS (implies --engine dask) instead of "
+                           "starting a LocalCluster")  # fmt: skip
+    dask.add_argument("--workers", type=_positive, default=2, metavar="N",
+                      help="LocalCluster: worker processes, 1 thread each (default 2)")  # fmt: skip
+    dask.add_argument("--worker-memory", type=_bytes, default=2**30, metavar="SIZE",
+                      help="LocalCluster: memory limit per worker (default 1GiB)")  # fmt: skip
 
 
 class _Progress:
@@ -89,7 +125,7 @@ class _Output:
     def __init__(self, path: Path, temporary: Path, rows: int) -> None:
         self.path, self.temporary, self.rows = path, temporary, rows
         self.memmap: np.memmap | None = None
-        self.parts: list[np.ndarray] = []
+        self.parts: list[tuple[int, np.ndarray]] = []
 
     def __call__(self, start: int, losses: np.ndarray) -> None:
         if self.path.suffix.lower() == ".npy":
@@ -100,7 +136,7 @@ class _Output:
                 )
             self.memmap[start : start + len(losses)] = losses
         else:
-            self.parts.append(np.asarray(losses))
+            self.parts.append((start, np.asarray(losses)))  # the Dask engine's come unordered
 
     def finish(self) -> None:
         from . import _files
@@ -109,7 +145,8 @@ class _Output:
             self.memmap.flush()
             del self.memmap
         elif self.path.suffix.lower() != ".npy" or not self.parts:
-            values = np.concatenate(self.parts) if self.parts else np.zeros(0)
+            self.parts.sort(key=lambda part: part[0])
+            values = np.concatenate([p for _, p in self.parts]) if self.parts else np.zeros(0)
             _files.write_to(self.temporary, self.path.suffix.lower(), values)
 
 
@@ -135,8 +172,12 @@ def _json_ready(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load the inputs, evaluate on the chosen engine, print the summary; 0 on success."""
     from . import _evaluate, _files
 
+    if args.engine == "local" and args.scheduler is not None:
+        raise _files.DataError("--scheduler: needs --engine dask (it was --engine local)")
+    engine = "dask" if args.scheduler is not None else (args.engine or "local")
     logits = _files.load(args.logits)
     labels = _files.load(args.labels)
     options = dict(
@@ -146,13 +187,51 @@ def run(args: argparse.Namespace) -> int:
         progress=_Progress(not args.quiet),
         names=(args.logits, args.labels),
     )
-    if args.out is None:
-        result = _evaluate.evaluate(args.loss, logits, labels, **options)
-    else:
-        with _files.atomic_path(args.out) as temporary:
+    with contextlib.ExitStack() as stack:
+        if engine == "dask":
+            evaluate = _dask_evaluator(args, stack)
+        else:
+            evaluate = _evaluate.evaluate
+        if args.out is None:
+            result = evaluate(args.loss, logits, labels, **options)
+        else:
+            temporary = stack.enter_context(_files.atomic_path(args.out))
             output = _Output(args.out, temporary, len(logits))
-            result = _evaluate.evaluate(args.loss, logits, labels, sink=output, **options)
+            result = evaluate(args.loss, logits, labels, sink=output, **options)
             output.finish()
     summary = result.as_dict()
     print(json.dumps(_json_ready(summary)) if args.json else _format(summary))
     return 0
+
+
+def _dask_evaluator(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    """``evaluate_dask`` bound to a client (closed by ``stack``), reporting the workers' peak
+    memory on stderr unless ``--quiet``."""
+    from . import _dask_engine
+
+    client = stack.enter_context(
+        _dask_engine.connect(args.scheduler, args.workers, args.worker_memory)
+    )
+    if not args.quiet:
+        holder: dict[str, Any] = {}
+        # Registered first, so it runs after watch_memory's exit has filled the report (LIFO).
+        stack.callback(lambda: _report_memory(holder.get("memory", {})))
+        holder["memory"] = stack.enter_context(_dask_engine.watch_memory(client))
+
+    def evaluate(*positional: Any, **options: Any) -> Any:
+        return _dask_engine.evaluate_dask(client, *positional, **options)
+
+    return evaluate
+
+
+def _report_memory(memory: dict[str, dict[str, Any]]) -> None:
+    """One stderr line: the workers' peak resident memory against their limit."""
+    peaks = [w["peak"] for w in memory.values() if w.get("peak")]
+    limits = [w["limit"] for w in memory.values() if w.get("limit")]
+    if peaks:
+        limit = f" (limit {min(limits) / 2**20:.0f} MiB)" if limits else ""
+        restarted = sum(w["restarted"] for w in memory.values())
+        sys.stderr.write(
+            f"dask: {len(memory)} workers, peak memory {max(peaks) / 2**20:.0f} MiB{limit}, "
+            f"{restarted} restarted\n"
+        )

@@ -1,68 +1,65 @@
-"""``logitloss eval``: a loss over prediction arrays, chunk by chunk, with a summary.
+"""``logitloss eval``: a loss over prediction arrays, block by block, with an exact summary.
 
-The rows (axis 0) of the logits are taken in chunks, so a memory-mapped ``.npy`` file larger
-than memory is streamed; each chunk's labels are checked (NaN, range, integrality) before its
-loss is computed with the public functions, and the summary (count, sum, mean, min, max; per
-class for multi-label sigmoid and weighted losses) is accumulated in float64 with exact sums.
+The work is split in two so that both engines share it: :func:`plan` checks the whole inputs'
+shapes, dtypes and ``--pos-weight`` once, and :func:`evaluate_block` checks one block of rows'
+labels (NaN, range, integrality), computes its losses with the public functions and summarises
+them (:class:`~logitloss._stats.Stats`, exact sums). :func:`evaluate` (the local engine) loops
+over blocks of rows; ``_dask_engine`` maps :func:`evaluate_block` over blocks on a cluster. The
+summaries merge exactly, so both give the same numbers for any chunking.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import _losses
 from ._files import DataError
+from ._stats import Stats, column_stats, merge_all
 
 KINDS = ("sigmoid", "weighted", "softmax", "sparse")
 CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass
-class Stats:
-    """Count, exact sum, min and max of a stream of losses (NaN propagates)."""
-
-    count: int = 0
-    partial_sums: list[float] = field(default_factory=list)
-    min: float = math.inf
-    max: float = -math.inf
-
-    def add(self, values: np.ndarray) -> None:
-        if values.size == 0:
-            return
-        values = np.asarray(values, dtype=np.float64)
-        self.count += values.size
-        self.partial_sums.append(math.fsum(values.ravel().tolist()))
-        self.min = float(min(self.min, np.min(values)))
-        self.max = float(max(self.max, np.max(values)))
-
-    def as_dict(self) -> dict[str, Any]:
-        total = math.fsum(self.partial_sums)
-        empty = self.count == 0
-        return {
-            "count": self.count,
-            "mean": math.nan if empty else total / self.count,
-            "sum": total,
-            "min": math.nan if empty else self.min,
-            "max": math.nan if empty else self.max,
-        }
-
-
-@dataclass
 class Result:
+    """The summary of a run: over all losses, and per class for multi-label losses."""
+
     loss: str
     total: Stats
     per_class: list[Stats] | None
+
+    def merge(self, other: Result) -> Result:
+        per_class = None
+        if self.per_class is not None and other.per_class is not None:
+            per_class = [a.merge(b) for a, b in zip(self.per_class, other.per_class, strict=True)]
+        return Result(self.loss, self.total.merge(other.total), per_class)
 
     def as_dict(self) -> dict[str, Any]:
         summary = {"loss": self.loss, **self.total.as_dict()}
         if self.per_class is not None:
             summary["per_class"] = [s.as_dict() for s in self.per_class]
         return summary
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every block needs: the loss, its parameters, and the names for error messages."""
+
+    kind: str
+    q: Any
+    axis: int
+    num_classes: int
+    multi_label: bool
+    names: tuple[str, str]
+
+    def empty(self, classes: int) -> Result:
+        return Result(
+            self.kind, Stats(), [Stats() for _ in range(classes)] if self.multi_label else None
+        )
 
 
 def _check_shapes(
@@ -91,21 +88,26 @@ def _check_shapes(
 
 
 def _check_labels(kind: str, labels: np.ndarray, start: int, num_classes: int, name: str) -> None:
-    """Labels of one chunk (rows from ``start``): no NaN, binary in [0, 1], sparse integral."""
-    values = np.asarray(labels, dtype=np.float64)
-    bad = np.isnan(values)
+    """Labels of one chunk (rows from ``start``): no NaN, binary in [0, 1], sparse integral.
+
+    Compared in the labels' own dtype (no float64 copy), to keep a worker's block small.
+    """
+    values = labels
+    floating = np.issubdtype(values.dtype, np.floating)
+    bad = np.isnan(values) if floating else np.zeros(values.shape, dtype=bool)
     problem = "NaN label"
     if not bad.any() and kind in ("sigmoid", "weighted"):
         bad, problem = (values < 0) | (values > 1), "label outside [0, 1]"
     if not bad.any() and kind == "sparse":
-        bad, problem = values != np.round(values), "non-integer class label"
+        if floating:
+            bad, problem = values != np.round(values), "non-integer class label"
         if not bad.any():
             bad = (values < 0) | (values >= num_classes)
             problem = f"class label outside [0, {num_classes})"
     if bad.any():
         where = np.argwhere(bad)[0]
         row = start + int(where[0])
-        value = values[tuple(where)]
+        value = float(values[tuple(where)])
         raise DataError(f"{name}: {problem} in row {row}: {value:g}")
 
 
@@ -125,15 +127,55 @@ def chunks(rows: int, chunk_rows: int) -> Iterator[tuple[int, int]]:
         yield start, min(rows, start + chunk_rows)
 
 
-def default_chunk_rows(logits: np.ndarray) -> int:
-    row_bytes = max(1, logits[:1].nbytes)
-    return max(1, CHUNK_BYTES // row_bytes)
+def default_chunk_rows(logits: Any, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Rows of about ``chunk_bytes`` of logits."""
+    row_bytes = max(1, int(np.prod(logits.shape[1:])) * np.dtype(logits.dtype).itemsize)
+    return max(1, chunk_bytes // row_bytes)
+
+
+def plan(
+    kind: str,
+    logits: Any,
+    labels: Any,
+    *,
+    pos_weight: list[float] | None = None,
+    axis: int = -1,
+    names: tuple[str, str] = ("logits", "labels"),
+) -> Plan:
+    """Check the inputs as wholes (dtypes, shapes, ``--pos-weight``) without reading rows."""
+    if not np.issubdtype(logits.dtype, np.floating):
+        raise DataError(f"{names[0]}: need floating-point values, got {logits.dtype}")
+    if not np.issubdtype(labels.dtype, np.number) and labels.dtype != np.bool_:
+        raise DataError(f"{names[1]}: need numbers, got {labels.dtype}")
+    _check_shapes(kind, logits, labels, axis, names)
+    q = _pos_weight(pos_weight, logits) if kind == "weighted" else None
+    multi_label = kind in ("sigmoid", "weighted") and logits.ndim == 2
+    num_classes = logits.shape[axis] if logits.ndim > 1 else 0
+    return Plan(kind, q, axis, num_classes, multi_label, names)
+
+
+def evaluate_block(
+    plan: Plan, x: np.ndarray, z: np.ndarray, start: int
+) -> tuple[np.ndarray, Result]:
+    """The losses of one block of rows (rows ``start...`` of the inputs) and their summary.
+
+    Raises
+    ------
+    DataError
+        For a bad label, naming the labels' file and the row.
+    """
+    x, z = np.asarray(x), np.asarray(z)
+    _check_labels(plan.kind, z, start, plan.num_classes, plan.names[1])
+    loss = np.asarray(_loss(plan.kind, x, z, plan.q, plan.axis))
+    columns = column_stats(loss if plan.multi_label else loss.reshape(-1, 1))
+    per_class = columns if plan.multi_label else None
+    return loss, Result(plan.kind, merge_all(columns), per_class)
 
 
 def evaluate(
     kind: str,
-    logits: np.ndarray,
-    labels: np.ndarray,
+    logits: Any,
+    labels: Any,
     *,
     pos_weight: list[float] | None = None,
     axis: int = -1,
@@ -142,34 +184,23 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     names: tuple[str, str] = ("logits", "labels"),
 ) -> Result:
-    """The loss ``kind`` of ``logits`` against ``labels``, summarised; ``sink(start, losses)``
+    """The loss ``kind`` of ``logits`` against ``labels``, summarised (the local engine).
+
+    ``logits`` and ``labels`` are arrays or lazy sources (sliced by rows); ``sink(start, losses)``
     receives each chunk's losses (for ``--out``), ``progress(done, rows)`` the rows done, and
-    ``names`` (the files) appear in error messages."""
-    if not np.issubdtype(logits.dtype, np.floating):
-        raise DataError(f"{names[0]}: need floating-point values, got {logits.dtype}")
-    if not np.issubdtype(labels.dtype, np.number) and labels.dtype != np.bool_:
-        raise DataError(f"{names[1]}: need numbers, got {labels.dtype}")
-    _check_shapes(kind, logits, labels, axis, names)
-    q = _pos_weight(pos_weight, logits) if kind == "weighted" else None
-    multi_label = kind in ("sigmoid", "weighted") and logits.ndim == 2
-    per_class = [Stats() for _ in range(logits.shape[1])] if multi_label else None
-    total = Stats()
-    num_classes = logits.shape[axis] if logits.ndim > 1 else 0
+    ``names`` (the files) appear in error messages.
+    """
+    job = plan(kind, logits, labels, pos_weight=pos_weight, axis=axis, names=names)
+    result = job.empty(logits.shape[1] if job.multi_label else 0)
     rows = len(logits)
     for start, stop in chunks(rows, chunk_rows or default_chunk_rows(logits)):
-        x = np.asarray(logits[start:stop])
-        z = np.asarray(labels[start:stop])
-        _check_labels(kind, z, start, num_classes, names[1])
-        loss = _loss(kind, x, z, q, axis)
-        total.add(loss)
-        if per_class is not None:
-            for column, stats in zip(loss.T, per_class, strict=True):
-                stats.add(column)
+        loss, part = evaluate_block(job, logits[start:stop], labels[start:stop], start)
+        result = result.merge(part)
         if sink is not None:
             sink(start, loss)
         if progress is not None:
             progress(stop, rows)
-    return Result(kind, total, per_class)
+    return result
 
 
 def _loss(kind: str, x: np.ndarray, z: np.ndarray, q: Any, axis: int) -> np.ndarray:

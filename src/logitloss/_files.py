@@ -1,9 +1,11 @@
 """Reading prediction files and writing results atomically, for ``logitloss eval``.
 
-``PATH[:KEY]`` names an array: a ``.npy`` file (memory-mapped, so larger-than-memory files are
-read chunk by chunk), an ``.npz`` member, or columns of a CSV or Parquet file (``KEY`` a
-comma-separated list of column names; several columns make a 2-D array, one column per class).
-Every failure is a :class:`DataError` whose message names the file and the problem.
+``PATH[:KEY]`` names an array: a ``.npy`` file or a directory of them (read row by row on
+demand, so larger-than-memory files stream chunk by chunk), an ``.npz`` member, columns of a
+CSV file, of a Parquet file or of a directory of Parquet files (``KEY`` a comma-separated list
+of column names; several columns make a 2-D array, one column per class), or a Zarr array
+(``PATH.zarr[:KEY]``). Every failure is a :class:`DataError` whose message names the file and
+the problem.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ._sources import DataError, NpyStack, ParquetSource, ZarrSource, _columns
 
-class DataError(Exception):
-    """A problem with an input or output file, reported in one line (exit status 1)."""
+__all__ = ["DataError", "atomic_path", "load", "split_spec", "write_to"]
 
 
 def split_spec(spec: str) -> tuple[Path, str | None]:
@@ -30,14 +33,17 @@ def split_spec(spec: str) -> tuple[Path, str | None]:
     return Path(path), key
 
 
-def load(spec: str) -> np.ndarray:
-    """The array named by ``PATH[:KEY]``; ``.npy`` files are memory-mapped, not read."""
+def load(spec: str) -> Any:
+    """The array named by ``PATH[:KEY]``: a NumPy array (``.npz``, CSV) or a lazy source
+    (``.npy``, Parquet, Zarr, directories) that reads the rows it is sliced for."""
     path, key = split_spec(spec)
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise DataError(f"{path}: unknown file type {suffix!r} (use {', '.join(SUFFIXES)})")
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if path.is_dir() and suffix != ".zarr":
+        return _load_directory(path, key)
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unknown file type {suffix!r} (use {', '.join(SUFFIXES)})")
     try:
         return SUFFIXES[suffix](path, key)
     except DataError:
@@ -46,10 +52,17 @@ def load(spec: str) -> np.ndarray:
         raise DataError(f"{path}: cannot read it ({error})") from None
 
 
-def _load_npy(path: Path, key: str | None) -> np.ndarray:
+def _load_directory(path: Path, key: str | None) -> Any:
+    """A directory of ``.parquet`` files (a dataset) or of ``.npy`` files (a stack)."""
+    if any(path.glob("*.parquet")):
+        return ParquetSource(path, key)
+    return _load_npy(path, key)
+
+
+def _load_npy(path: Path, key: str | None) -> NpyStack:
     if key is not None:
-        raise DataError(f"{path}: a .npy file holds one array; drop ':{key}'")
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+        raise DataError(f"{path}: .npy files hold one array each; drop ':{key}'")
+    return NpyStack(path)
 
 
 def _load_npz(path: Path, key: str | None) -> np.ndarray:
@@ -62,16 +75,6 @@ def _load_npz(path: Path, key: str | None) -> np.ndarray:
         if key not in names:
             raise DataError(f"{path}: no member {key!r} (it holds {names})")
         return members[key]
-
-
-def _columns(path: Path, key: str | None, available: list[str]) -> list[str]:
-    if key is None:
-        return available
-    wanted = [name.strip() for name in key.split(",")]
-    missing = [name for name in wanted if name not in available]
-    if missing:
-        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(available)})")
-    return wanted
 
 
 def _stack(path: Path, columns: list[np.ndarray]) -> np.ndarray:
@@ -98,33 +101,34 @@ def _load_csv(path: Path, key: str | None) -> np.ndarray:
     return _stack(path, [data[:, i] for i in range(len(index))])
 
 
-def _load_parquet(path: Path, key: str | None) -> np.ndarray:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-    table = pq.read_table(path)
-    names = _columns(path, key, table.column_names)
-    try:
-        columns = [table.column(name).to_numpy() for name in names]
-    except Exception as error:  # pyarrow raises its own types for nulls and nested columns
-        raise DataError(f"{path}: cannot convert {names} to numbers ({error})") from None
-    return _stack(path, columns)
+def _load_parquet(path: Path, key: str | None) -> ParquetSource:
+    return ParquetSource(path, key)
 
 
-SUFFIXES = {".npy": _load_npy, ".npz": _load_npz, ".csv": _load_csv, ".parquet": _load_parquet}
+def _load_zarr(path: Path, key: str | None) -> ZarrSource:
+    return ZarrSource(path, key)
+
+
+SUFFIXES = {
+    ".npy": _load_npy,
+    ".npz": _load_npz,
+    ".csv": _load_csv,
+    ".parquet": _load_parquet,
+    ".zarr": _load_zarr,
+}
 OUTPUT_SUFFIXES = (".npy", ".csv", ".parquet")
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Iterator[Path]:
     """A temporary path beside ``path`` that becomes ``path`` only if the block succeeds.
 
     An error or Ctrl-C inside the block removes the temporary file: no partial output is left.
+    ``suffixes`` are the accepted output types.
     """
     path = Path(path)
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise DataError(f"{path}: unknown output type (use {', '.join(OUTPUT_SUFFIXES)})")
+    if path.suffix.lower() not in suffixes:
+        raise DataError(f"{path}: unknown output type (use {', '.join(suffixes)})")
     if not path.parent.exists():
         raise DataError(f"{path}: no such directory {path.parent}")
     handle, temporary = tempfile.mkstemp(

@@ -64,6 +64,22 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
 
 
+def _configure_stability(parser: argparse.ArgumentParser) -> None:
+    from . import _stability
+
+    _stability.configure(parser)
+
+
+def _run_stability(args: argparse.Namespace) -> int:
+    from . import _stability
+    from ._files import DataError
+
+    try:
+        return _stability.run(args)
+    except DataError as error:
+        raise CommandError(str(error)) from None
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="demo",
@@ -75,9 +91,17 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         name="eval",
         help="a loss over prediction files (.npy, .npz, CSV, Parquet), streamed in chunks",
-        example="logitloss eval sparse --logits preds.npz:logits --labels preds.npz:labels",
+        example="logitloss eval sparse --logits preds.npz:logits --labels preds.npz:labels\n"
+        "  logitloss eval sigmoid --logits logits/ --labels labels.zarr --engine dask",
         configure=_configure_eval,
         run=_run_eval,
+    ),
+    Command(
+        name="stability",
+        help="the error of the naive formula, TensorFlow's and logitloss against mpmath",
+        example="logitloss stability --plot docs/stability.png",
+        configure=_configure_stability,
+        run=_run_stability,
     ),
 )
 

@@ -1,0 +1,176 @@
+"""``logitloss eval --engine dask``: the same evaluation, block by block on a Dask cluster.
+
+The client plans the run (:func:`~logitloss._evaluate.plan`: the same whole-input checks as the
+local engine), cuts the rows into blocks and maps :func:`~logitloss._evaluate.evaluate_block`
+(the local engine's per-chunk function) over them; each task reads its own rows from disk (the
+inputs are lazy sources: paths and offsets, see ``_sources``), so no worker ever holds more than
+a block. Tasks return exact partial summaries, merged on the client in any order to the same
+numbers as the local engine, and their losses only when ``--out`` asks for them.
+
+Without ``--scheduler`` the command starts a ``LocalCluster`` of worker *processes* (one thread
+each): a memory limit is enforced per process, by the nanny, which a threaded cluster cannot do.
+Blocks default to 1/64 of the smallest worker memory limit, since a block's float64 temporaries
+take several times its size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ._evaluate import CHUNK_BYTES, Result, chunks, default_chunk_rows, evaluate_block, plan
+from ._files import DataError
+
+# A block's logits take at most this fraction of a worker's memory limit.
+BLOCK_FRACTION = 64
+
+
+@contextlib.contextmanager
+def connect(
+    scheduler: str | None, workers: int = 2, worker_memory: str | int = "1GiB"
+) -> Iterator[Any]:
+    """A ``distributed.Client``: to ``scheduler``, or to a new ``LocalCluster`` of ``workers``
+    one-thread processes limited to ``worker_memory`` each, closed on exit."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DataError("--engine dask needs distributed (pip install logitloss[dask])") from None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as error:
+            raise DataError(f"--scheduler: cannot connect to {scheduler} ({error})") from None
+        with client:
+            yield client
+        return
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=worker_memory,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def block_rows(client: Any, logits: Any) -> int:
+    """Rows per block: about 1/BLOCK_FRACTION of the smallest worker memory limit of logits."""
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    limits = [limit for limit in limits if limit > 0]
+    budget = min(limits) // BLOCK_FRACTION if limits else CHUNK_BYTES
+    return default_chunk_rows(logits, min(CHUNK_BYTES, max(budget, 2**16)))
+
+
+def _block(
+    start: int, stop: int, *, job: Any, logits: Any, labels: Any, keep: bool
+) -> tuple[int, int, np.ndarray | None, Result]:
+    """One task: read rows ``start:stop`` of both inputs, evaluate them, keep losses if asked."""
+    loss, result = evaluate_block(job, logits[start:stop], labels[start:stop], start)
+    return start, stop, (loss if keep else None), result
+
+
+def evaluate_dask(
+    client: Any,
+    kind: str,
+    logits: Any,
+    labels: Any,
+    *,
+    pos_weight: list[float] | None = None,
+    axis: int = -1,
+    chunk_rows: int | None = None,
+    sink: Callable[[int, np.ndarray], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    names: tuple[str, str] = ("logits", "labels"),
+) -> Result:
+    """The loss ``kind`` of ``logits`` against ``labels`` on ``client``'s cluster, summarised.
+
+    Same arguments and result as :func:`~logitloss._evaluate.evaluate`; ``sink`` gets blocks in
+    completion order, each with its first row.
+    """
+    from distributed import as_completed
+
+    job = plan(kind, logits, labels, pos_weight=pos_weight, axis=axis, names=names)
+    result = job.empty(logits.shape[1] if job.multi_label else 0)
+    rows = len(logits)
+    # In-memory arrays (.npz, CSV) go to the cluster once; lazy sources travel as paths.
+    inputs = [client.scatter(a) if isinstance(a, np.ndarray) else a for a in (logits, labels)]
+    bounds = list(chunks(rows, chunk_rows or block_rows(client, logits)))
+    futures = client.map(
+        _block,
+        [start for start, _ in bounds],
+        [stop for _, stop in bounds],
+        job=job,
+        logits=inputs[0],
+        labels=inputs[1],
+        keep=sink is not None,
+        pure=False,
+    )
+    done = 0
+    try:
+        for _, (start, stop, loss, part) in as_completed(futures, with_results=True):
+            result = result.merge(part)
+            if sink is not None:
+                sink(start, loss)
+            done += stop - start
+            if progress is not None:
+                progress(done, rows)
+    finally:
+        client.cancel(futures)
+    return result
+
+
+# Peak memory of the workers, sampled in a thread on each worker (for --engine dask's report
+# and the test that shows the memory stays bounded).
+
+
+def _watch_start(dask_worker: Any) -> int:
+    import os
+
+    import psutil
+
+    process = psutil.Process()
+    state = {"peak": process.memory_info().rss, "stop": threading.Event(), "pid": os.getpid()}
+
+    def sample() -> None:
+        while not state["stop"].wait(0.005):
+            state["peak"] = max(state["peak"], process.memory_info().rss)
+
+    threading.Thread(target=sample, daemon=True, name="logitloss-memory").start()
+    dask_worker._logitloss_memory = state
+    return state["pid"]
+
+
+def _watch_stop(dask_worker: Any) -> dict[str, Any]:
+    state = getattr(dask_worker, "_logitloss_memory", None)
+    if state is None:
+        return {"peak": None, "pid": None, "status": str(dask_worker.status)}
+    state["stop"].set()
+    return {"peak": state["peak"], "pid": state["pid"], "status": str(dask_worker.status)}
+
+
+@contextlib.contextmanager
+def watch_memory(client: Any) -> Iterator[dict[str, dict[str, Any]]]:
+    """Sample each worker's resident memory while the block runs; on exit the dict holds, per
+    worker address, ``peak`` (bytes), ``pid``, ``limit``, ``status``, and ``restarted`` (the
+    worker's process or address changed)."""
+    before = client.run(_watch_start)
+    report: dict[str, dict[str, Any]] = {}
+    try:
+        yield report
+    finally:
+        after = client.run(_watch_stop)
+        limits = {a: w.get("memory_limit") for a, w in client.scheduler_info()["workers"].items()}
+        for address, pid in before.items():
+            state = after.get(address, {"peak": None, "pid": None, "status": "gone"})
+            report[address] = {
+                **state,
+                "limit": limits.get(address),
+                "restarted": state["pid"] != pid,
+            }
