@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from logitloss._bench import _report, _workloads, main
+from logitloss import cli
+from logitloss._bench import _report, _workloads
 
 
 def _read_csv(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -19,9 +20,10 @@ def _read_csv(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
 def test_a_quick_run_writes_csv_markdown_and_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     paths = {name: tmp_path / f"bench.{name}" for name in ("csv", "md", "png")}
-    code = main(
-        ["--quick", "--no-peers", "--repeats", "2", "--loss", "sigmoid", "--dtype", "float32",
-         "--csv", str(paths["csv"]), "--markdown", str(paths["md"]), "--plot", str(paths["png"])]
+    code = cli.main(
+        ["bench", "--quick", "--no-peers", "--repeats", "2", "--loss", "sigmoid",
+         "--dtype", "float32", "--csv", str(paths["csv"]), "--markdown", str(paths["md"]),
+         "--plot", str(paths["png"])]
     )  # fmt: skip
     assert code == 0
     env, rows = _read_csv(paths["csv"])
@@ -36,6 +38,15 @@ def test_a_quick_run_writes_csv_markdown_and_png(tmp_path: Path) -> None:
     assert "| sigmoid 256x4096 float32 loss |" in paths["md"].read_text()
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".bench*"))  # no temporary left behind
+
+
+def test_a_missing_output_directory_fails_before_timing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    missing = tmp_path / "nowhere" / "bench.csv"
+    assert cli.main(["bench", "--no-peers", "--csv", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "no such directory" in err and "Traceback" not in err
 
 
 def test_markdown_marks_missed_goals() -> None:

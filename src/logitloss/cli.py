@@ -80,6 +80,22 @@ def _run_stability(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
 
 
+def _configure_bench(parser: argparse.ArgumentParser) -> None:
+    from . import _bench
+
+    _bench.configure(parser)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from . import _bench
+    from ._files import DataError
+
+    try:
+        return _bench.run(args)
+    except DataError as error:
+        raise CommandError(str(error)) from None
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="demo",
@@ -102,6 +118,13 @@ COMMANDS: tuple[Command, ...] = (
         example="logitloss stability --plot docs/stability.png",
         configure=_configure_stability,
         run=_run_stability,
+    ),
+    Command(
+        name="bench",
+        help="speed against the memory limit, PyTorch, JAX and TensorFlow on the same arrays",
+        example="logitloss bench --quick --loss sigmoid --csv bench.csv --plot bench.png",
+        configure=_configure_bench,
+        run=_run_bench,
     ),
 )
 

@@ -40,6 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._files import DataError
+
+    for path in (args.csv, args.markdown, args.plot):
+        if path is not None and not path.parent.is_dir():  # before minutes of timing, not after
+            raise DataError(f"{path}: no such directory {path.parent}")
     chosen = [
         w
         for w in _workloads.workloads(1 / 16 if args.quick else 1.0)
