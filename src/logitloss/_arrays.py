@@ -92,6 +92,13 @@ def compute_dtype(xp: Any, x: Array) -> Any:
     return floats.get("float64", xp.float32)
 
 
+def widen(xp: Any, x: Array, *others: Array | None) -> tuple[Array, ...]:
+    """``x`` and ``others`` (``None`` stays ``None``) in :func:`compute_dtype`; autodiff
+    follows the cast back."""
+    wide = compute_dtype(xp, x)
+    return tuple(None if a is None else xp.astype(a, wide, copy=False) for a in (x, *others))
+
+
 def is_tracer(x: Array) -> bool:
     """True for a JAX value being traced (under ``jax.jit``, ``grad``, ``vmap``)."""
     if "jax" not in sys.modules or not array_api_compat.is_jax_array(x):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import _dispatch, _formulas, _options, _reductions, _training, _validation
+from . import _arrays, _dispatch, _formulas, _options, _reductions, _training, _validation
 
 Array = Any
 
@@ -93,7 +93,7 @@ def sigmoid_focal_loss(
     z = _validation.float_labels(fn, "labels", labels, x, xp)
     _validation.same_shape(fn, "labels", z, x)
     with _training._quiet():
-        wx, wz = _training._widen(xp, x, z)
+        wx, wz = _arrays.widen(xp, x, z)
         loss = _dispatch.logistic(wx, wz, None, xp=xp)
         if gamma:
             # gamma = 0 is skipped: exp(0 * log 0) would be NaN where the factor is 1.

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from . import _formulas, _reference
+from . import _arrays, _formulas, _reference
 
 Array = Any
 
@@ -45,7 +45,7 @@ def _tangent(
     ``grad`` (elementwise, unreduced, in the compute dtype) is evaluated only for a perturbed
     input; the tangent is widened to the compute dtype and the sum rounded once, as the loss is.
     """
-    parts = [grad() * _reference._widen(jnp, x, t)[1] for grad, t in terms if _perturbed(t)]
+    parts = [grad() * _arrays.widen(jnp, x, t)[1] for grad, t in terms if _perturbed(t)]
     total = functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(x)
     return jnp.astype(reduce(total), x.dtype)
 
@@ -59,7 +59,7 @@ def _sigmoid_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     x, z = primals
     dx, dz = tangents
     out = _sigmoid(x, z)
-    wx, wz = _reference._widen(jnp, x, z)
+    wx, wz = _arrays.widen(jnp, x, z)
     terms = [
         (lambda: _formulas.logistic_grad_logits(wx, wz, None, xp=jnp), dx),
         (lambda: _formulas.logistic_grad_labels(wx, wz, None, xp=jnp), dz),
@@ -79,7 +79,7 @@ def _weighted_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     x, z, q = primals
     dx, dz, dq = tangents
     out = _weighted(x, z, q)
-    wx, wz, wq = _reference._widen(jnp, x, z, q)
+    wx, wz, wq = _arrays.widen(jnp, x, z, q)
     # dq broadcasts against the elementwise d/dq; transposing the product (jax.grad) sums the
     # cotangent back to q's shape.
     terms = [
@@ -103,7 +103,7 @@ def _softmax_jvp(axis: int, primals: tuple, tangents: tuple) -> tuple[Array, Arr
     x, z = primals
     dx, dz = tangents
     out = _softmax(x, z, axis)
-    wx, wz = _reference._widen(jnp, x, z)
+    wx, wz = _arrays.widen(jnp, x, z)
     terms = [
         (lambda: _formulas.softmax_grad_logits(wx, wz, axis=axis, xp=jnp), dx),
         (lambda: _formulas.softmax_grad_labels(wx, wz, axis=axis, xp=jnp), dz),
@@ -123,7 +123,7 @@ def _sparse_softmax_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     x, labels = primals
     dx, _ = tangents  # integer labels: a float0 or symbolic-zero tangent, nothing to add
     out = _sparse_softmax(x, labels)
-    (wx,) = _reference._widen(jnp, x)
+    (wx,) = _arrays.widen(jnp, x)
     terms = [(lambda: _formulas.sparse_softmax_grad_logits(wx, labels, xp=jnp), dx)]
     return out, _tangent(x, terms, lambda t: jnp.sum(t, axis=-1))
 

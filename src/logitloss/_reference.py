@@ -21,28 +21,23 @@ def _quiet_numpy() -> np.errstate:
     return np.errstate(invalid="ignore", over="ignore")
 
 
-def _widen(xp: Any, x: Array, *others: Array | None) -> tuple[Array, ...]:
-    wide = _arrays.compute_dtype(xp, x)
-    return tuple(None if a is None else xp.astype(a, wide, copy=False) for a in (x, *others))
-
-
 def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
     """Sigmoid (``q is None``) or weighted cross-entropy, elementwise, in ``x``'s dtype."""
-    wx, wz, wq = _widen(xp, x, z, q)
+    wx, wz, wq = _arrays.widen(xp, x, z, q)
     with _quiet_numpy():
         return xp.astype(_formulas.logistic_loss(wx, wz, wq, xp=xp), x.dtype, copy=False)
 
 
 def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
     """Softmax cross-entropy with soft labels along ``axis``, in ``x``'s dtype."""
-    wx, wz = _widen(xp, x, z)
+    wx, wz = _arrays.widen(xp, x, z)
     with _quiet_numpy():
         return xp.astype(_formulas.softmax_loss(wx, wz, axis=axis, xp=xp), x.dtype, copy=False)
 
 
 def sparse_softmax(x: Array, labels: Array, *, xp: Any) -> Array:
     """Softmax cross-entropy against integer labels over the last axis, in ``x``'s dtype."""
-    (wx,) = _widen(xp, x)
+    (wx,) = _arrays.widen(xp, x)
     with _quiet_numpy():
         return xp.astype(_formulas.sparse_softmax_loss(wx, labels, xp=xp), x.dtype, copy=False)
 
@@ -66,7 +61,7 @@ def logistic_grad(
     """The gradient of ``sum(upstream * loss)`` for the sigmoid (``q is None``) or weighted
     loss with respect to ``wrt`` ("logits", "labels" or "pos_weight"), in ``x``'s dtype and
     the shape of that argument."""
-    wx, wz, wq, wg = _widen(xp, x, z, q, upstream)
+    wx, wz, wq, wg = _arrays.widen(xp, x, z, q, upstream)
     with _quiet_numpy():
         if wrt == "logits":
             grad = _formulas.logistic_grad_logits(wx, wz, wq, xp=xp)
@@ -83,7 +78,7 @@ def logistic_grad(
 def softmax_grad(x: Array, z: Array, upstream: Array, *, axis: int, wrt: str, xp: Any) -> Array:
     """The gradient of ``sum(upstream * loss)`` for the softmax loss with respect to ``wrt``
     ("logits" or "labels"), in ``x``'s dtype and the shape of that argument."""
-    wx, wz, wg = _widen(xp, x, z, upstream)
+    wx, wz, wg = _arrays.widen(xp, x, z, upstream)
     wg = xp.expand_dims(wg, axis=axis)
     with _quiet_numpy():
         if wrt == "logits":
@@ -96,7 +91,7 @@ def softmax_grad(x: Array, z: Array, upstream: Array, *, axis: int, wrt: str, xp
 
 def sparse_softmax_grad(x: Array, labels: Array, upstream: Array, *, xp: Any) -> Array:
     """The gradient of ``sum(upstream * loss)`` for the sparse loss with respect to the logits."""
-    wx, wg = _widen(xp, x, upstream)
+    wx, wg = _arrays.widen(xp, x, upstream)
     with _quiet_numpy():
         grad = _formulas.sparse_softmax_grad_logits(wx, labels, xp=xp)
         return xp.astype(grad * xp.expand_dims(wg, axis=-1), x.dtype, copy=False)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from array_api_compat import torch as _xp
 
-from . import _dispatch, _formulas, _kernel_path, _reference
+from . import _arrays, _dispatch, _formulas, _kernel_path, _reference
 
 Tensor = torch.Tensor
 
@@ -40,7 +40,7 @@ def _tangent(
     ``grad`` (elementwise, unreduced, in the compute dtype) is evaluated only where a tangent
     arrived; the tangent is widened to the compute dtype and the sum rounded once to ``x``'s.
     """
-    parts = [grad() * _reference._widen(_xp, x, t)[1] for grad, t in terms if t is not None]
+    parts = [grad() * _arrays.widen(_xp, x, t)[1] for grad, t in terms if t is not None]
     total = sum(parts[1:], parts[0]) if parts else torch.zeros_like(x)
     return reduce(total).to(x.dtype)
 
@@ -73,7 +73,7 @@ class _Logistic(torch.autograd.Function):
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, dz: Tensor | None, dq: Tensor | None) -> Tensor:
         x, z, q = ctx.saved_tensors
-        wx, wz, wq = _reference._widen(_xp, x, z, q)
+        wx, wz, wq = _arrays.widen(_xp, x, z, q)
         # d/dq is elementwise: dq broadcasts against it (q may be per class or a scalar).
         terms = [
             (lambda: _formulas.logistic_grad_logits(wx, wz, wq, xp=_xp), dx),
@@ -114,7 +114,7 @@ class _Softmax(torch.autograd.Function):
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, dz: Tensor | None, _: None) -> Tensor:
         x, z = ctx.saved_tensors
-        wx, wz = _reference._widen(_xp, x, z)
+        wx, wz = _arrays.widen(_xp, x, z)
         terms = [
             (lambda: _formulas.softmax_grad_logits(wx, wz, axis=ctx.axis, xp=_xp), dx),
             (lambda: _formulas.softmax_grad_labels(wx, wz, axis=ctx.axis, xp=_xp), dz),
@@ -146,7 +146,7 @@ class _SparseSoftmax(torch.autograd.Function):
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, _: None) -> Tensor:
         x, labels = ctx.saved_tensors
-        (wx,) = _reference._widen(_xp, x)
+        (wx,) = _arrays.widen(_xp, x)
         terms = [(lambda: _formulas.sparse_softmax_grad_logits(wx, labels, xp=_xp), dx)]
         return _tangent(x, terms, lambda t: torch.sum(t, dim=-1))
 

@@ -24,12 +24,6 @@ def _quiet() -> np.errstate:
     return np.errstate(invalid="ignore", over="ignore", divide="ignore")
 
 
-def _widen(xp: Any, x: Array, *others: Array | None) -> tuple[Array, ...]:
-    """``x`` and ``others`` in the compute dtype; autodiff follows the cast back."""
-    wide = _arrays.compute_dtype(xp, x)
-    return tuple(None if a is None else xp.astype(a, wide, copy=False) for a in (x, *others))
-
-
 def _times(weight: Array, loss: Array, *, xp: Any) -> Array:
     """``weight * loss``, where a zero weight drops an infinite loss (``0 * inf`` is NaN)."""
     zero = _formulas._scalar(0.0, loss, xp=xp)
@@ -151,7 +145,7 @@ def binary_cross_entropy_with_logits(
     w = _options.optional_floats(fn, "weight", weight, x, xp, shape, "`logits`")
     mask = _options.mask(fn, where, x, xp, shape)
     with _quiet():
-        wx, wz, wq, ww = _widen(xp, x, z, q, w)
+        wx, wz, wq, ww = _arrays.widen(xp, x, z, q, w)
         if smoothing:
             wz = wz * (1 - smoothing) + smoothing / 2
         loss = _dispatch.logistic(wx, wz, wq, xp=xp)
@@ -298,14 +292,14 @@ def cross_entropy(
         labels = xp.where(counted, labels, xp.zeros_like(labels))
         labels = _validation.sparse_labels(fn, labels, _classes_last(x, axis, xp=xp), xp)
         with _quiet():
-            wx, ww = _widen(xp, x, w)
+            wx, ww = _arrays.widen(xp, x, w)
             loss, row_weight = _index_loss(wx, labels, ww, options, xp=xp)
     else:
         z = _validation.float_labels(fn, "labels", labels, x, xp)
         _validation.broadcasts_into(fn, "labels", z, tuple(x.shape))
         counted = mask
         with _quiet():
-            wx, wz, ww = _widen(xp, x, z, w)
+            wx, wz, ww = _arrays.widen(xp, x, z, w)
             loss, row_weight = _probability_loss(wx, wz, ww, options, xp=xp)
     with _quiet():
         loss, denominator = _counted(loss, row_weight, counted, xp=xp)
