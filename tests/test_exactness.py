@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import np_dtype
+from conftest import BOUND, np_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +21,6 @@ from logitloss import (
 
 INF = math.inf
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
-BOUND = {"float16": 1.0, "bfloat16": 1.0, "float32": 1.0, "float64": 4.0}
 
 
 # (x, z, q, limit): the true limits at infinite logits, written out by hand.

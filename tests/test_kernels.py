@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import np_dtype
+from conftest import BOUND, np_dtype
 
 pytest.importorskip("numba")
 mp = pytest.importorskip("mpmath")
@@ -25,7 +25,6 @@ from logitloss._kernels import _fit, _math  # noqa: E402
 INF = math.inf
 NAN = math.nan
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
-BOUND = {"float16": 1.0, "bfloat16": 1.0, "float32": 1.0, "float64": 4.0}
 
 
 def logits_grid(dtype: str) -> list[float]:

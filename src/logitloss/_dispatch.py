@@ -59,6 +59,22 @@ def _torch_needs_derivative(*tensors: Array | None) -> bool:
     return any(forward_ad.unpack_dual(t).tangent is not None for t in present)
 
 
+def _kernel(name: str, x: Array, *others: Array | None, **options: Any) -> Any:
+    """Run ``_kernels.<name>(x, *others, **options)`` on NumPy views; results come back in
+    ``x``'s library (a tuple stays a tuple)."""
+    from . import _kernels
+
+    result = getattr(_kernels, name)(*map(_kernel_path.to_numpy, (x, *others)), **options)
+    if isinstance(result, tuple):
+        return tuple(_kernel_path.like(r, x) for r in result)
+    return _kernel_path.like(result, x)
+
+
+def _by_kernel(x: Array, *others: Array | None) -> bool:
+    """Whether a kernel computes this value: one applies, and no autodiff must see through it."""
+    return _kernel_path.applies(x) and not _differentiated(x, *others)
+
+
 def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
     impl = _autodiff(x, z, q)
     if impl is not None:
@@ -69,10 +85,7 @@ def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
 def logistic_value(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
     """The loss without autodiff: a kernel where one applies, else the reference."""
     if _kernel_path.applies(x):
-        from . import _kernels
-
-        to = _kernel_path.to_numpy
-        return _kernel_path.like(_kernels.logistic_loss(to(x), to(z), to(q)), x)
+        return _kernel("logistic_loss", x, z, q)
     return _reference.logistic(x, z, q, xp=xp)
 
 
@@ -80,12 +93,8 @@ def logistic_grad(
     x: Array, z: Array, q: Array | None, upstream: Array, *, wrt: str, xp: Any
 ) -> Array:
     """``_reference.logistic_grad``, by a kernel where one applies (the logits' gradient)."""
-    if wrt == "logits" and _kernel_path.applies(x) and not _differentiated(x, z, q, upstream):
-        from . import _kernels
-
-        to = _kernel_path.to_numpy
-        grad = _kernels.logistic_grad_logits(to(x), to(z), to(q), to(upstream))
-        return _kernel_path.like(grad, x)
+    if wrt == "logits" and _by_kernel(x, z, q, upstream):
+        return _kernel("logistic_grad_logits", x, z, q, upstream)
     return _reference.logistic_grad(x, z, q, upstream, wrt=wrt, xp=xp)
 
 
@@ -93,11 +102,35 @@ def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
     impl = _autodiff(x, z)
     if impl is not None:
         return impl.softmax(x, z, axis=axis)
+    return softmax_value(x, z, axis=axis, xp=xp)
+
+
+def softmax_value(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
+    if _kernel_path.applies(x):
+        return _kernel("softmax_loss", x, z, axis=axis)
     return _reference.softmax(x, z, axis=axis, xp=xp)
+
+
+def softmax_grad(x: Array, z: Array, upstream: Array, *, axis: int, wrt: str, xp: Any) -> Array:
+    if wrt == "logits" and _by_kernel(x, z, upstream):
+        return _kernel("softmax_grad_logits", x, z, axis=axis, upstream=upstream)
+    return _reference.softmax_grad(x, z, upstream, axis=axis, wrt=wrt, xp=xp)
 
 
 def sparse_softmax(x: Array, labels: Array, *, xp: Any) -> Array:
     impl = _autodiff(x)
     if impl is not None:
         return impl.sparse_softmax(x, labels)
+    return sparse_softmax_value(x, labels, xp=xp)
+
+
+def sparse_softmax_value(x: Array, labels: Array, *, xp: Any) -> Array:
+    if _kernel_path.applies(x):
+        return _kernel("sparse_softmax_loss", x, labels)
     return _reference.sparse_softmax(x, labels, xp=xp)
+
+
+def sparse_softmax_grad(x: Array, labels: Array, upstream: Array, *, xp: Any) -> Array:
+    if _by_kernel(x, upstream):
+        return _kernel("sparse_softmax_grad_logits", x, labels, upstream=upstream)
+    return _reference.sparse_softmax_grad(x, labels, upstream, xp=xp)

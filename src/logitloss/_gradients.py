@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _dispatch, _reference, _validation
+from . import _dispatch, _validation
 
 Array = Any
 
@@ -175,7 +175,7 @@ def softmax_cross_entropy_with_logits_grad(
     _validation.broadcasts_into(fn, "labels", z, tuple(x.shape))
     loss_shape = tuple(n for d, n in enumerate(x.shape) if d != axis)
     g = _upstream(fn, upstream, loss_shape, x, xp)
-    return _reference.softmax_grad(x, z, g, axis=axis, wrt=wrt, xp=xp)
+    return _dispatch.softmax_grad(x, z, g, axis=axis, wrt=wrt, xp=xp)
 
 
 def sparse_softmax_cross_entropy_with_logits_grad(
@@ -207,4 +207,4 @@ def sparse_softmax_cross_entropy_with_logits_grad(
     x = _validation.logits_array(fn, logits, xp, device)
     labels = _validation.sparse_labels(fn, labels, x, xp)
     g = _upstream(fn, upstream, tuple(x.shape[:-1]), x, xp)
-    return _reference.sparse_softmax_grad(x, labels, g, xp=xp)
+    return _dispatch.sparse_softmax_grad(x, labels, g, xp=xp)

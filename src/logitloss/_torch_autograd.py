@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from array_api_compat import torch as _xp
 
-from . import _arrays, _dispatch, _formulas, _kernel_path, _reference
+from . import _arrays, _dispatch, _formulas, _kernel_path
 
 Tensor = torch.Tensor
 
@@ -45,6 +45,30 @@ def _tangent(
     return reduce(total).to(x.dtype)
 
 
+def _logistic_backward(
+    x: Tensor, z: Tensor, q: Tensor | None, upstream: Tensor, needs: tuple[bool, ...]
+) -> tuple[Tensor | None, ...]:
+    wrts = ("logits", "labels", "pos_weight")
+    return tuple(
+        _dispatch.logistic_grad(x, z, q, upstream, wrt=wrt, xp=_xp) if needed else None
+        for wrt, needed in zip(wrts, needs, strict=True)
+    )
+
+
+def _softmax_backward(
+    x: Tensor, z: Tensor, upstream: Tensor, axis: int, needs: tuple[bool, ...]
+) -> tuple[Tensor | None, ...]:
+    return tuple(
+        _dispatch.softmax_grad(x, z, upstream, axis=axis, wrt=wrt, xp=_xp) if needed else None
+        for wrt, needed in zip(("logits", "labels"), needs, strict=True)
+    )
+
+
+def _sparse_backward(x: Tensor, labels: Tensor, upstream: Tensor, needs: tuple[bool, ...]):
+    grad = _dispatch.sparse_softmax_grad(x, labels, upstream, xp=_xp) if needs[0] else None
+    return grad, None
+
+
 class _Logistic(torch.autograd.Function):
     """Sigmoid (``q is None``) or weighted cross-entropy, elementwise."""
 
@@ -62,13 +86,8 @@ class _Logistic(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
-        x, z, q = ctx.saved_tensors
-        wrts = ("logits", "labels", "pos_weight")
         with _kernel_path.same_path(ctx.reference):
-            return tuple(
-                _dispatch.logistic_grad(x, z, q, upstream, wrt=wrt, xp=_xp) if needed else None
-                for wrt, needed in zip(wrts, ctx.needs_input_grad, strict=True)
-            )
+            return _logistic_backward(*ctx.saved_tensors, upstream, ctx.needs_input_grad)
 
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, dz: Tensor | None, dq: Tensor | None) -> Tensor:
@@ -90,7 +109,7 @@ class _Softmax(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, z: Tensor, axis: int) -> Tensor:
-        return _reference.softmax(x, z, axis=axis, xp=_xp)
+        return _dispatch.softmax_value(x, z, axis=axis, xp=_xp)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -98,17 +117,13 @@ class _Softmax(torch.autograd.Function):
         ctx.axis = axis
         ctx.save_for_backward(x, z)
         ctx.save_for_forward(x, z)
+        ctx.reference = _kernel_path.forced_reference()
 
     @staticmethod
     def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
         x, z = ctx.saved_tensors
-        need_x, need_z, _ = ctx.needs_input_grad
-        grads = (
-            _reference.softmax_grad(x, z, upstream, axis=ctx.axis, wrt=wrt, xp=_xp)
-            if needed
-            else None
-            for wrt, needed in (("logits", need_x), ("labels", need_z))
-        )
+        with _kernel_path.same_path(ctx.reference):
+            grads = _softmax_backward(x, z, upstream, ctx.axis, ctx.needs_input_grad[:2])
         return (*grads, None)
 
     @staticmethod
@@ -129,19 +144,18 @@ class _SparseSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, labels: Tensor) -> Tensor:
-        return _reference.sparse_softmax(x, labels, xp=_xp)
+        return _dispatch.sparse_softmax_value(x, labels, xp=_xp)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         ctx.save_for_backward(*inputs)
         ctx.save_for_forward(*inputs)
+        ctx.reference = _kernel_path.forced_reference()
 
     @staticmethod
     def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, None]:
-        x, labels = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None
-        return _reference.sparse_softmax_grad(x, labels, upstream, xp=_xp), None
+        with _kernel_path.same_path(ctx.reference):
+            return _sparse_backward(*ctx.saved_tensors, upstream, ctx.needs_input_grad)
 
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, _: None) -> Tensor:
@@ -151,16 +165,78 @@ class _SparseSoftmax(torch.autograd.Function):
         return _tangent(x, terms, lambda t: torch.sum(t, dim=-1))
 
 
+class _Fused(torch.autograd.Function):
+    """Any of the three losses on CPU tensors whose logits need a gradient: one kernel pass
+    computes the loss and the logits' gradient per unit upstream, which the backward only
+    scales (``loss.sum().backward()``: not even that). Saved: the inputs and that gradient
+    (PyTorch's own cross-entropy saves an N x C tensor too). Under ``create_graph=True`` the
+    backward is the differentiable reference, as for the classes above."""
+
+    @staticmethod
+    def forward(ctx: Any, kind: str, axis: int, x: Tensor, *others: Tensor | None) -> Tensor:
+        options = {"axis": axis} if kind == "softmax" else {}
+        loss, grad = _dispatch._kernel(f"{kind}_loss_and_grad", x, *others, **options)
+        ctx.kind, ctx.axis = kind, axis
+        ctx.save_for_backward(grad, x, *others)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
+        grad, x, *others = ctx.saved_tensors
+        needs = ctx.needs_input_grad[2:]
+        # The logits' gradient from the saved one, unless autograd must differentiate it again.
+        reuse = needs[0] and not torch.is_grad_enabled()
+        needs = (needs[0] and not reuse, *needs[1:])
+        if ctx.kind == "logistic":
+            grads = _logistic_backward(x, *others, upstream, needs)
+        elif ctx.kind == "softmax":
+            grads = _softmax_backward(x, *others, upstream, ctx.axis, needs)
+        else:
+            grads = _sparse_backward(x, *others, upstream, needs)
+        if reuse:
+            axis = None if ctx.kind == "logistic" else ctx.axis
+            grads = (_scaled(grad, upstream, axis), *grads[1:])
+        return (None, None, *grads)
+
+
+def _scaled(grad: Tensor, upstream: Tensor, axis: int | None) -> Tensor:
+    """``grad * upstream`` (``upstream`` per row along ``axis`` for the softmax losses); the
+    saved gradient itself when ``upstream`` is a broadcast 1 (``loss.sum().backward()``)."""
+    if upstream.numel() and all(stride == 0 for stride in upstream.stride()):
+        if bool(upstream[(0,) * upstream.ndim] == 1):
+            return grad
+    if axis is not None:
+        upstream = upstream.unsqueeze(axis)
+    return grad * upstream
+
+
+def _fusable(x: Tensor, *others: Tensor | None) -> bool:
+    """The fused kernel fits: a kernel applies, the logits need a reverse-mode gradient, and
+    no input carries a forward-mode tangent (the fused function has no ``jvp``)."""
+    from torch.autograd import forward_ad
+
+    if not (x.requires_grad and torch.is_grad_enabled() and _kernel_path.applies(x)):
+        return False
+    tensors = [t for t in (x, *others) if t is not None]
+    return all(forward_ad.unpack_dual(t).tangent is None for t in tensors)
+
+
 def logistic(x: Tensor, z: Tensor, q: Tensor | None) -> Tensor:
     """The sigmoid or weighted loss, differentiable in ``x``, ``z`` and ``q``."""
+    if _fusable(x, z, q):
+        return _Fused.apply("logistic", -1, x, z, q)
     return _Logistic.apply(x, z, q)
 
 
 def softmax(x: Tensor, z: Tensor, *, axis: int) -> Tensor:
     """The softmax loss along ``axis``, differentiable in ``x`` and ``z``."""
+    if _fusable(x, z):
+        return _Fused.apply("softmax", axis, x, z)
     return _Softmax.apply(x, z, axis)
 
 
 def sparse_softmax(x: Tensor, labels: Tensor) -> Tensor:
     """The sparse softmax loss, differentiable in ``x``."""
+    if _fusable(x, labels):
+        return _Fused.apply("sparse_softmax", -1, x, labels)
     return _SparseSoftmax.apply(x, labels)

@@ -190,3 +190,63 @@ def group_rows(p: Plan, tile: int) -> list[Plan]:
     if rows > groups * k:
         pieces.append(Plan(rows - groups * k, cols, rest))
     return pieces
+
+
+# --- Rows of classes (the softmax kernels) -----------------------------------------------------
+
+
+@dataclass
+class RowOperand:
+    """One operand as the softmax kernels read it: row ``r`` is
+    ``base[offset + r * row_stride:][:cols]`` (a class-axis operand) or
+    ``base[offset + r * row_stride]`` (a per-row operand: the loss, upstream, integer labels)."""
+
+    base: np.ndarray
+    offset: int
+    row_stride: int
+
+
+def class_rows(
+    full: list[tuple[np.ndarray, bool]], per_row: list[tuple[np.ndarray, bool]]
+) -> tuple[int, int, list[RowOperand]]:
+    """Describe operands whose class axis is last (``full``, shape ``(*outer, cols)``) and
+    per-row operands (shape ``outer``) as rows, each given with whether it is written.
+
+    The outer axes are merged wherever every operand allows it (length-1 axes dropped), which
+    must leave at most one; the classes of every ``full`` operand must be contiguous. Any row
+    stride is allowed: negative (reversed rows), zero (labels broadcast along the batch).
+    Raises :class:`LayoutError` otherwise (the caller copies the operands that are not
+    C-contiguous and tries again). Returns ``(rows, cols, operands)``, ``full`` ones first.
+    """
+    arrays = [a for a, _ in full] + [a for a, _ in per_row]
+    outer = arrays[0].shape[:-1]
+    cols = arrays[0].shape[-1]
+    strides = [a.strides[:-1] for a, _ in full] + [a.strides for a, _ in per_row]
+    dims = _coalesce(outer, strides)
+    if len(dims) > 1:
+        raise LayoutError
+    rows = dims[0][0] if dims else 1
+    row_bytes = dims[0][1] if dims else [0] * len(arrays)
+    described = []
+    for i, ((a, writeable), rs) in enumerate(zip([*full, *per_row], row_bytes, strict=True)):
+        item = a.itemsize
+        is_full = i < len(full)
+        if is_full and cols > 1 and a.strides[-1] != item:
+            raise LayoutError
+        if rs % item or (writeable and rs == 0 and rows > 1):
+            raise LayoutError
+        width = cols if is_full else 1
+        stride = rs // item if rows > 1 else 0
+        # A 2-D view of the rows, from which the lowest address is taken: the first row, or
+        # the last one for a negative row stride.
+        grid = as_strided(a, shape=(rows, width), strides=(stride * item, item), writeable=False)
+        low = 0 if stride >= 0 else rows - 1
+        span = (rows - 1) * abs(stride) + width
+        start = grid[low]
+        if writeable:
+            start = as_strided(a, shape=(rows, width), strides=(stride * item, item))[low]
+        base = as_strided(start, shape=(span,), strides=(item,), writeable=writeable)
+        if not writeable:
+            base = _readonly(base)
+        described.append(RowOperand(base, (rows - 1) * -stride if stride < 0 else 0, stride))
+    return rows, cols, described

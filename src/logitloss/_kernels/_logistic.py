@@ -220,3 +220,47 @@ def grad_serial(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, ro
     wide = _is_float64(x)
     for row in range(rows):
         _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, 0, cols, wide)
+
+
+# --- Loss and gradient together ----------------------------------------------------------------
+
+
+@njit(inline="always", error_model="numpy")
+def _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    """The loss and ``d loss / d x`` of one tile, each element read once for both."""
+    xs = x[row * xrs + c0 : row * xrs + c1]
+    zs = z[row * zrs + c0 : row * zrs + c1]
+    ls = loss[row * lrs + c0 : row * lrs + c1]
+    gs = grad[row * grs + c0 : row * grs + c1]
+    if q_varies:
+        qs = q[row * qrs + c0 : row * qrs + c1]
+        for j in range(xs.size):
+            a, b, c = np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j])
+            ls[j] = loss_element(a, b, c, wide)
+            gs[j] = grad_element(a, b, c, wide)
+    else:
+        qv = np.float64(q[row * qrs])
+        for j in range(xs.size):
+            a, b = np.float64(xs[j]), np.float64(zs[j])
+            ls[j] = loss_element(a, b, qv, wide)
+            gs[j] = grad_element(a, b, qv, wide)
+
+
+@njit(parallel=True, **_OPTIONS)
+def both_parallel(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """The loss and its logit gradient (per unit upstream), tiles shared among threads."""
+    wide = _is_float64(x)
+    per_row = (cols + tile - 1) // tile
+    for t in prange(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, c0, c1, wide)
+
+
+@njit(**_OPTIONS)
+def both_serial(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """:func:`both_parallel` on the calling thread."""
+    wide = _is_float64(x)
+    for row in range(rows):
+        _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, 0, cols, wide)

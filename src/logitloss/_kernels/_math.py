@@ -73,6 +73,56 @@ def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
+@intrinsic
+def add_reassoc(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """``a + b`` that LLVM may reassociate (the ``reassoc`` fast-math flag on this addition only).
+
+    A running sum ``s = add_reassoc(s, t)`` in a loop is then a reduction LLVM vectorises (into
+    as many partial sums as vector lanes times interleaved streams), which it may not do for a
+    plain addition (the order of a floating-point sum is part of its value). The flag is on the
+    sum alone: the error-free transformations around it stay exact, which a function-wide
+    ``fastmath`` would not guarantee.
+    """
+    sig = types.float64(types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        result = builder.fadd(args[0], args[1])
+        result.flags.append("reassoc")
+        return result
+
+    return sig, codegen
+
+
+@intrinsic
+def max_nan(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """The larger of ``a`` and ``b``, NaN if either is (``llvm.maximum.f64``), which LLVM
+    vectorises as a reduction (a compare-and-select maximum it does not)."""
+    sig = types.float64(types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        double = ir.DoubleType()
+        fnty = ir.FunctionType(double, [double, double])
+        fn = builder.module.declare_intrinsic("llvm.maximum", [double], fnty)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def min_nan(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """The smaller of ``a`` and ``b``, NaN if either is (``llvm.minimum.f64``): see
+    :func:`max_nan`."""
+    sig = types.float64(types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        double = ir.DoubleType()
+        fnty = ir.FunctionType(double, [double, double])
+        fn = builder.module.declare_intrinsic("llvm.minimum", [double], fnty)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
 # --- exp(t) for t <= 0 -------------------------------------------------------------------------
 
 _LOG2E = 1.4426950408889634
