@@ -13,6 +13,7 @@ from ._gradients import (
     weighted_cross_entropy_with_logits_grad,
 )
 from ._kernel_path import reference_path
+from ._linear import linear_cross_entropy, linear_cross_entropy_value_and_grad
 from ._losses import (
     sigmoid_cross_entropy_with_logits,
     softmax_cross_entropy_with_logits,
@@ -27,6 +28,8 @@ __all__ = [
     "__version__",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "linear_cross_entropy",
+    "linear_cross_entropy_value_and_grad",
     "reference_path",
     "sigmoid_cross_entropy_with_logits",
     "sigmoid_cross_entropy_with_logits_grad",
