@@ -55,9 +55,10 @@ SOFTMAX = "softmax_cross_entropy_with_logits"
 SPARSE = "sparse_softmax_cross_entropy_with_logits"
 FUNCTIONS = (SIGMOID, WEIGHTED, SOFTMAX, SPARSE)
 DTYPES = ("float16", "bfloat16", "float32", "float64")
-LIBRARIES = ("logitloss", "tensorflow", "torch", "optax")
+LIBRARIES = ("logitloss", "logitloss-kernels", "tensorflow", "torch", "optax")
 TITLES = {
     "logitloss": "logitloss",
+    "logitloss-kernels": "logitloss (fast kernels)",
     "tensorflow": "TensorFlow",
     "torch": "PyTorch",
     "optax": "optax",
@@ -369,6 +370,39 @@ def run_logitloss_grad(function: str, dtype: str, g: Group) -> np.ndarray:
     return np.asarray(out).astype(np.float64)
 
 
+def run_logitloss_kernels(function: str, dtype: str, g: Group) -> np.ndarray:
+    """logitloss's fused CPU kernels (``_kernels``, which NumPy arrays of 16k elements or more
+    and CPU tensors take) on the same arrays."""
+    from logitloss import _kernels
+
+    dt = np_dtype(dtype)
+    x = g.x.astype(dt)
+    if function == SPARSE:
+        out = _kernels.sparse_softmax_loss(x, g.z)
+    elif function == SOFTMAX:
+        out = _kernels.softmax_loss(x, g.z.astype(dt))
+    else:
+        q = None if function == SIGMOID else g.q.astype(dt)
+        out = _kernels.logistic_loss(x, g.z.astype(dt), q)
+    return np.asarray(out).astype(np.float64)
+
+
+def run_logitloss_kernels_grad(function: str, dtype: str, g: Group) -> np.ndarray:
+    """The kernels' gradient w.r.t. the logits."""
+    from logitloss import _kernels
+
+    dt = np_dtype(dtype)
+    x = g.x.astype(dt)
+    if function == SPARSE:
+        out = _kernels.sparse_softmax_grad_logits(x, g.z)
+    elif function == SOFTMAX:
+        out = _kernels.softmax_grad_logits(x, g.z.astype(dt))
+    else:
+        q = None if function == SIGMOID else g.q.astype(dt)
+        out = _kernels.logistic_grad_logits(x, g.z.astype(dt), q)
+    return np.asarray(out).astype(np.float64)
+
+
 def _tf_loss(function: str, g: Group, x: Any) -> Any:
     """The ``tf.nn`` loss of ``g``'s labels (and pos_weight) at the logits tensor ``x``."""
     import tensorflow as tf
@@ -496,12 +530,14 @@ def run_optax_grad(function: str, dtype: str, g: Group) -> np.ndarray:
 Runner = Callable[[str, str, Group], np.ndarray]
 RUNNERS: dict[str, tuple[str, Runner]] = {
     "logitloss": ("logitloss", run_logitloss),
+    "logitloss-kernels": ("numba", run_logitloss_kernels),
     "tensorflow": ("tensorflow", run_tensorflow),
     "torch": ("torch", run_torch),
     "optax": ("optax", run_optax),
 }
 GRAD_RUNNERS: dict[str, tuple[str, Runner]] = {
     "logitloss": ("logitloss", run_logitloss_grad),
+    "logitloss-kernels": ("numba", run_logitloss_kernels_grad),
     "tensorflow": ("tensorflow", run_tensorflow_grad),
     "torch": ("torch", run_torch_grad),
     "optax": ("optax", run_optax_grad),

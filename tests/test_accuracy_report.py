@@ -47,12 +47,16 @@ def grad_report() -> dict[Key, dict[str, Any]]:
     return {(r["function"], r["dtype"], r["library"]): r for r in rows}
 
 
+OURS = ["logitloss", "logitloss-kernels"]  # the array-API path and the fast kernels
+
+
+@pytest.mark.parametrize("library", OURS)
 @pytest.mark.parametrize("dtype", accuracy.DTYPES)
 @pytest.mark.parametrize("function", accuracy.FUNCTIONS)
 def test_logitloss_meets_its_bounds(
-    report: dict[Key, dict[str, Any]], function: str, dtype: str
+    report: dict[Key, dict[str, Any]], function: str, dtype: str, library: str
 ) -> None:
-    row = report[function, dtype, "logitloss"]
+    row = report[function, dtype, library]
     assert row["status"] == "ok", row["status"]
     assert row["points"] > 1000
     assert row["limit_points"] > 10
@@ -81,13 +85,14 @@ def _grad_bound_cases() -> list[Any]:
     return cases
 
 
+@pytest.mark.parametrize("library", OURS)
 @pytest.mark.parametrize(("function", "dtype"), _grad_bound_cases())
 def test_logitloss_gradients_meet_their_bounds(
-    grad_report: dict[Key, dict[str, Any]], function: str, dtype: str
+    grad_report: dict[Key, dict[str, Any]], function: str, dtype: str, library: str
 ) -> None:
     """1 ULP of the result (subnormal results included) for the narrow dtypes, 8 scale-ULP for
     float64 (normal scales), no NaN, every limit."""
-    row = grad_report[function, dtype, "logitloss"]
+    row = grad_report[function, dtype, library]
     assert row["status"] == "ok", row["status"]
     assert row["points"] > 1000
     assert row["limit_points"] > 10
@@ -100,12 +105,13 @@ def test_logitloss_gradients_meet_their_bounds(
         assert row["max_ulp_all"] <= 1.0, row["worst_input"]
 
 
+@pytest.mark.parametrize("library", OURS)
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_logitloss_softmax_gradient_misses_measured(
-    grad_report: dict[Key, dict[str, Any]], dtype: str
+    grad_report: dict[Key, dict[str, Any]], dtype: str, library: str
 ) -> None:
     """The softmax misses above, pinned: at the tiny gap only, within 1 scale-ULP."""
-    row = grad_report[accuracy.SOFTMAX, dtype, "logitloss"]
+    row = grad_report[accuracy.SOFTMAX, dtype, library]
     assert row["max_ulp_all"] == {"bfloat16": 64.0, "float32": 2.0**22}[dtype]
     tiny = {"bfloat16": "1.17549e-38", "float32": "1.1754944e-38"}[dtype]
     assert row["worst_input"].startswith(f"x=[{tiny}, -{tiny}], z=[0.5, 0.5], d/dx_")
@@ -251,7 +257,8 @@ def test_written_report(
     ours = [r for r in table if r["quantity"] == "grad_logits" and r["library"] == "logitloss"]
     assert all(r["max_scale_ulp_normal"] != "" for r in ours)
     text = (tmp_path / "accuracy.md").read_text()
-    assert "| function | dtype | points | logitloss | TensorFlow | PyTorch | optax |" in text
+    header = "| function | dtype | points | logitloss | logitloss (fast kernels) | TensorFlow |"
+    assert header in text
     main_table = text.split("## Known")[0]
     assert main_table.count("\n| sigmoid_cross_entropy_with_logits |") == len(accuracy.DTYPES)
     gradients = text.split("## Gradients w.r.t. logits")[1].split("### Known")[0]
