@@ -18,7 +18,9 @@ Array = Any
 def _upstream(fn: str, upstream: Any, loss_shape: tuple, x: Array, xp: Any) -> Array:
     """``upstream`` cast to the logits' dtype and broadcast to the loss's shape (ones if None)."""
     if upstream is None:
-        return xp.ones(loss_shape, dtype=x.dtype, device=_validation.device_of(x))
+        # A broadcast 1, not an array of ones: nothing to allocate, fill or read per element.
+        one = xp.ones((), dtype=x.dtype, device=_validation.device_of(x))
+        return xp.broadcast_to(one, loss_shape)
     g = _validation.float_labels(fn, "upstream", upstream, x, xp)
     _validation.broadcasts_into(fn, "upstream", g, loss_shape, "the loss")
     return xp.broadcast_to(g, loss_shape)
