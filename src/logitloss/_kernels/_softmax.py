@@ -205,7 +205,7 @@ def _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):  #
     for j in range(n):
         v = np.float64(xs[j])
         zj = 1.0 if j == label else 0.0
-        _, e, _ = _exp_diff(v, m, True, True, wide)
+        _, e, _ = _exp_diff(v, m, wide, wide, wide)
         elsewhere = reciprocal * e - zj
         others = others_first if j == first else 1.0 - zj
         at_max = ((others - zj * extra_ties) - zj * small_tail) * reciprocal
@@ -332,9 +332,12 @@ def _sparse_grad_full_row(  # type: ignore[no-untyped-def]
     gs = g[go + r * grs : go + r * grs + cols]
     label = labels[lbo + r * lbrs]
     m = _row_max(xs)
-    small_tail, ties, first = _sparse_sums(xs, m, True, True, wide)
+    # Narrow inputs: the loss kernel's float32-sized exp suffices here too. With one-hot labels
+    # the only cancelling entry is the maximum's, formed from the tail sum (relative error
+    # 2^-28 there, as everywhere else); the soft-label gradient needs the precise exp instead.
+    small_tail, ties, first = _sparse_sums(xs, m, wide, wide, wide)
     if want_loss:
-        loss[lo + r * lrs] = _sparse_loss(xs, label, m, small_tail, ties, True)
+        loss[lo + r * lrs] = _sparse_loss(xs, label, m, small_tail, ties, wide)
     if label < 0 or label >= cols or _no_limit(m, small_tail, ties):
         _fill_nan(gs)
     else:
