@@ -270,3 +270,33 @@ def test_torch_func_transforms_fall_back(spy: dict) -> None:
     assert torch.allclose(grad[finite], expected[finite], rtol=0, atol=1e-15)  # |grad| <= 1
     # vmap: the reference, row by row; the direct call: the float64 kernel (both within 4 ULP)
     assert _ulp_in(batched, logitloss.sigmoid_cross_entropy_with_logits(tz, tx)) <= 2
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sparse"])
+def test_softmax_losses_allocate_only_their_output(kind: str) -> None:
+    """No temporaries: the peak of NumPy allocations during the call is the (N,) loss plus
+    bookkeeping, not anything of the logits' N x C size (the reference path allocates several)."""
+    import tracemalloc
+
+    x, z = _data((512, 8192))
+    labels = np.arange(512) % 8192
+    if kind == "softmax":
+        call = lambda: logitloss.softmax_cross_entropy_with_logits(z, x)  # noqa: E731
+    else:
+        call = lambda: logitloss.sparse_softmax_cross_entropy_with_logits(labels, x)  # noqa: E731
+    call()  # compiled, layouts cached
+    tracemalloc.start()
+    try:
+        call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 512 * 4 + 64 * 1024, peak
+    with logitloss.reference_path():  # the check can fail: the reference path does allocate
+        tracemalloc.start()
+        try:
+            call()
+            _, reference_peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert reference_peak > x.nbytes
