@@ -300,3 +300,18 @@ def test_softmax_losses_allocate_only_their_output(kind: str) -> None:
         finally:
             tracemalloc.stop()
     assert reference_peak > x.nbytes
+
+
+def test_torch_fused_backward_twice_with_retain_graph(spy: dict) -> None:
+    """The first backward hands the forward's gradient over; a second one computes it anew."""
+    tx, tz = _tensors()
+    tx.requires_grad_(True)
+    loss = logitloss.sigmoid_cross_entropy_with_logits(tz, tx).mean()
+    loss.backward(retain_graph=True)
+    first = tx.grad.clone()
+    loss.backward()
+    assert spy["logistic_loss_and_grad"] == 1 and spy["logistic_grad_logits"] == 1
+    assert _ulp_in(tx.grad, 2 * first) <= 1
+    expected = (torch.sigmoid(tx.detach().double()) - tz.double()) / tx.numel()
+    finite = torch.isfinite(tx.detach())
+    assert torch.allclose(first.double()[finite], expected[finite], rtol=0, atol=1e-12)

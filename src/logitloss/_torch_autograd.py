@@ -177,15 +177,20 @@ class _Fused(torch.autograd.Function):
         options = {"axis": axis} if kind == "softmax" else {}
         loss, grad = _dispatch._kernel(f"{kind}_loss_and_grad", x, *others, **options)
         ctx.kind, ctx.axis = kind, axis
-        ctx.save_for_backward(grad, x, *others)
+        ctx.save_for_backward(x, *others)
+        # Kept outside the saved tensors so that the backward can hand it over: autograd then
+        # stores it as ``x.grad`` without the copy it makes of a tensor held elsewhere.
+        ctx.grad = grad
         return loss
 
     @staticmethod
     def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
-        grad, x, *others = ctx.saved_tensors
+        x, *others = ctx.saved_tensors
         needs = ctx.needs_input_grad[2:]
-        # The logits' gradient from the saved one, unless autograd must differentiate it again.
-        reuse = needs[0] and not torch.is_grad_enabled()
+        # The logits' gradient from the forward's, unless autograd must differentiate it again
+        # or a second backward (retain_graph) finds it handed over already: then computed anew.
+        grad, ctx.grad = ctx.grad, None
+        reuse = needs[0] and not torch.is_grad_enabled() and grad is not None
         needs = (needs[0] and not reuse, *needs[1:])
         if ctx.kind == "logistic":
             grads = _logistic_backward(x, *others, upstream, needs)
@@ -200,14 +205,15 @@ class _Fused(torch.autograd.Function):
 
 
 def _scaled(grad: Tensor, upstream: Tensor, axis: int | None) -> Tensor:
-    """``grad * upstream`` (``upstream`` per row along ``axis`` for the softmax losses); the
-    saved gradient itself when ``upstream`` is a broadcast 1 (``loss.sum().backward()``)."""
+    """``grad * upstream`` (``upstream`` per row along ``axis`` for the softmax losses), in
+    place: ``grad`` is the forward's, handed over to this backward alone. Nothing at all when
+    ``upstream`` is a broadcast 1 (``loss.sum().backward()``)."""
     if upstream.numel() and all(stride == 0 for stride in upstream.stride()):
         if bool(upstream[(0,) * upstream.ndim] == 1):
             return grad
     if axis is not None:
         upstream = upstream.unsqueeze(axis)
-    return grad * upstream
+    return grad.mul_(upstream)
 
 
 def _fusable(x: Tensor, *others: Tensor | None) -> bool:
