@@ -315,3 +315,49 @@ def test_torch_fused_backward_twice_with_retain_graph(spy: dict) -> None:
     expected = (torch.sigmoid(tx.detach().double()) - tz.double()) / tx.numel()
     finite = torch.isfinite(tx.detach())
     assert torch.allclose(first.double()[finite], expected[finite], rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------ reduced training losses
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_binary_cross_entropy_reduces_in_the_kernel(reduction: str, dtype: Any, spy: dict) -> None:
+    """ "mean" and "sum" without weights, mask or smoothing: the sum kernel, which writes no
+    per-element loss; the same result as the reference path within its rounding."""
+    import tracemalloc
+
+    x, z = _data(LARGE, dtype)
+    x[np.isinf(x)] = 3.0  # finite, so the reduction is too
+    q = np.linspace(0.5, 3, LARGE[1]).astype(dtype)
+    call = lambda: logitloss.binary_cross_entropy_with_logits(  # noqa: E731
+        x, z, pos_weight=q, reduction=reduction
+    )
+    call()
+    tracemalloc.start()
+    try:
+        fast = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert _used(spy) == {"logistic_loss_sum": 2}
+    if dtype == np.float32:  # float16 goes through float32 copies of the inputs
+        assert peak < x.nbytes  # no per-element loss: the checks' bookkeeping only
+    with logitloss.reference_path(), np.errstate(over="ignore"):  # float16 sum: inf
+        slow = call()
+    assert fast.shape == () and fast.dtype == x.dtype
+    assert _ulp_in(fast, slow) <= 1
+
+
+def test_reduced_path_only_where_it_applies(spy: dict) -> None:
+    x, z = _data(LARGE)
+    logitloss.binary_cross_entropy_with_logits(x, z, weight=np.ones_like(x))
+    logitloss.binary_cross_entropy_with_logits(x, z, label_smoothing=0.1)
+    logitloss.binary_cross_entropy_with_logits(x.astype(np.float64), z.astype(np.float64))
+    assert spy["logistic_loss_sum"] == 0 and spy["logistic_loss"] == 3
+    tx = torch.from_numpy(x).requires_grad_(True)
+    logitloss.binary_cross_entropy_with_logits(tx, torch.from_numpy(z)).backward()
+    assert spy["logistic_loss_sum"] == 0 and spy["logistic_loss_and_grad"] == 1
+    with torch.no_grad():
+        logitloss.binary_cross_entropy_with_logits(tx, torch.from_numpy(z))
+    assert spy["logistic_loss_sum"] == 1

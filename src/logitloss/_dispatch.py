@@ -25,7 +25,7 @@ from typing import Any
 
 import array_api_compat
 
-from . import _kernel_path, _reference
+from . import _arrays, _kernel_path, _reference
 
 Array = Any
 
@@ -96,6 +96,17 @@ def logistic_grad(
     if wrt == "logits" and _by_kernel(x, z, q, upstream):
         return _kernel("logistic_grad_logits", x, z, q, upstream)
     return _reference.logistic_grad(x, z, q, upstream, wrt=wrt, xp=xp)
+
+
+def logistic_sum(x: Array, z: Array, q: Array | None) -> float | None:
+    """The float64 sum of the loss over all elements by the reduced kernel, which never writes
+    the per-element loss; None where it does not apply: not a kernel call, a derivative to
+    follow, or float64 logits (the reference's pairwise float64 sum keeps those closer)."""
+    if _arrays.dtype_name(x.dtype) == "float64" or not _by_kernel(x, z, q):
+        return None
+    from . import _kernels
+
+    return _kernels.logistic_loss_sum(*map(_kernel_path.to_numpy, (x, z, q)))
 
 
 def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:

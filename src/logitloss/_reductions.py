@@ -41,6 +41,14 @@ def reduce(
     return np.asarray(total) if isinstance(total, np.generic) else total
 
 
+def scalar(value: float, *, like: Array, xp: Any) -> Array:
+    """A Python float (a float64 reduction) as a 0-d array of ``like``'s dtype, library and
+    device, rounded once."""
+    with np.errstate(over="ignore"):  # beyond the dtype's range: inf, the rounded value
+        result = _formulas._scalar(value, like, xp=xp)
+    return np.asarray(result) if isinstance(result, np.generic) else result
+
+
 def _safe_mean(total: Array, loss: Array, weight: Array | None, *, xp: Any) -> Array:
     """``total / sum(weight)``, 0 where the denominator is 0 (then ``total`` is 0 too)."""
     if weight is None:

@@ -10,6 +10,7 @@ a second time: what is new is how the options combine the exact pieces.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -144,6 +145,13 @@ def binary_cross_entropy_with_logits(
     q = _options.optional_floats(fn, "pos_weight", pos_weight, x, xp, shape, "`logits`")
     w = _options.optional_floats(fn, "weight", weight, x, xp, shape, "`logits`")
     mask = _options.mask(fn, where, x, xp, shape)
+    if reduction != "none" and w is None and mask is None and not smoothing:
+        # The plain sum or mean: one kernel pass, the per-element loss never written.
+        total = _dispatch.logistic_sum(x, z, q)
+        if total is not None:
+            count = math.prod(shape)
+            value = total / count if reduction == "mean" and count else total
+            return _reductions.scalar(value, like=x, xp=xp)
     with _quiet():
         wx, wz, wq, ww = _arrays.widen(xp, x, z, q, w)
         if smoothing:

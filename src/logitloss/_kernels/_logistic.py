@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._math import LN3, exp_expm1_nonpos, exp_nonpos, log1p_unit
+from ._math import LN3, add_reassoc, exp_expm1_nonpos, exp_nonpos, log1p_unit
 
 _OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
 
@@ -264,3 +264,45 @@ def both_serial(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, rows, co
     wide = _is_float64(x)
     for row in range(rows):
         _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, 0, cols, wide)
+
+
+# --- Reduced: the sum of the loss, never written per element ------------------------------------
+
+
+@njit(inline="always", error_model="numpy")
+def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    """The float64 sum of one tile's losses (a reassociable sum: LLVM vectorises it)."""
+    xs = x[row * xrs + c0 : row * xrs + c1]
+    zs = z[row * zrs + c0 : row * zrs + c1]
+    total = 0.0
+    if q_varies:
+        qs = q[row * qrs + c0 : row * qrs + c1]
+        for j in range(xs.size):
+            value = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+            total = add_reassoc(total, value)
+    else:
+        qv = np.float64(q[row * qrs])
+        for j in range(xs.size):
+            total = add_reassoc(total, loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide))
+    return total
+
+
+@njit(parallel=True, **_OPTIONS)
+def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, partial, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """One float64 partial sum of the loss per tile, into ``partial`` (the caller adds them:
+    a fixed order, so the result does not depend on how the threads shared the tiles)."""
+    wide = _is_float64(x)
+    per_row = (cols + tile - 1) // tile
+    for t in prange(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        partial[t] = _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, row, c0, c1, wide)
+
+
+@njit(**_OPTIONS)
+def sum_serial(x, xrs, z, zrs, q, qrs, q_varies, partial, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """:func:`sum_parallel` on the calling thread, one partial sum per row."""
+    wide = _is_float64(x)
+    for row in range(rows):
+        partial[row] = _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, row, 0, cols, wide)
