@@ -361,3 +361,28 @@ def test_reduced_path_only_where_it_applies(spy: dict) -> None:
     with torch.no_grad():
         logitloss.binary_cross_entropy_with_logits(tx, torch.from_numpy(z))
     assert spy["logistic_loss_sum"] == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_cross_entropy_with_class_indices_never_widens_the_logits(dtype: Any, spy: dict) -> None:
+    """The per-row loss comes from the kernel in float64 (its ``out``), not from a float64
+    copy of the N x C logits; the mean agrees with the reference path's within its rounding."""
+    import tracemalloc
+
+    x = (np.random.default_rng(3).standard_normal((512, 8192)) * 4).astype(dtype)
+    labels = np.arange(512) * 7 % 8192
+    weight = np.linspace(0.5, 2, 8192)
+    call = lambda: logitloss.cross_entropy(x, labels, weight=weight)  # noqa: E731
+    call()
+    tracemalloc.start()
+    try:
+        fast = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert spy["sparse_softmax_loss"] == 2
+    if dtype == np.float32:  # float16 goes through a float32 copy
+        assert peak < x.nbytes // 4
+    with logitloss.reference_path():
+        slow = call()
+    assert fast.dtype == x.dtype and _ulp_in(fast, slow) <= 1

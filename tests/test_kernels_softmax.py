@@ -27,7 +27,7 @@ from conftest import BOUND, np_dtype
 pytest.importorskip("numba")
 mp = pytest.importorskip("mpmath")
 
-from logitloss import _exact, _kernels, _reference  # noqa: E402
+from logitloss import _exact, _formulas, _kernels, _reference  # noqa: E402
 
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
 INF, NAN = math.inf, math.nan
@@ -422,9 +422,22 @@ def test_out_argument(data: tuple[np.ndarray, np.ndarray]) -> None:
     sparse_out = np.empty((13, 17), np.float32)
     _kernels.sparse_softmax_loss(x, labels, out=sparse_out)
     np.testing.assert_array_equal(sparse_out, _kernels.sparse_softmax_loss(x, labels))
-    with pytest.raises(TypeError, match="softmax_loss: out must have the logits' dtype float32, "
-                                        "got float64"):  # fmt: skip
-        _kernels.softmax_loss(x, z, out=np.empty((13, 17)))
+    with pytest.raises(TypeError, match="softmax_loss: out must have the logits' dtype or "
+                                        "float64 float32, got float16"):  # fmt: skip
+        _kernels.softmax_loss(x, z, out=np.empty((13, 17), np.float16))
+    # A float64 out: the loss before its rounding to float32 (for reductions). The narrow
+    # kernel's exp is float32-sized: within 2^-26 of the reference's float64 value, relative.
+    wide = np.empty((13, 17))
+    assert _kernels.softmax_loss(x, z, out=wide) is wide
+    np.testing.assert_array_equal(wide.astype(np.float32), loss)
+    import array_api_compat.numpy as xp
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        wx, wz = x.astype(np.float64), z.astype(np.float64)
+        reference = _formulas.softmax_loss(wx, wz, axis=-1, xp=xp)
+    finite = np.isfinite(reference)
+    np.testing.assert_allclose(wide[finite], reference[finite], rtol=2.0**-26)
+    np.testing.assert_array_equal(wide[~finite], reference[~finite])
     with pytest.raises(ValueError, match=r"softmax_loss: out must have shape \(13, 17\), got "
                                          r"\(13, 17, 9\)"):  # fmt: skip
         _kernels.softmax_loss(x, z, out=np.empty_like(x))

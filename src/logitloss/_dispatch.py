@@ -141,6 +141,19 @@ def sparse_softmax_value(x: Array, labels: Array, *, xp: Any) -> Array:
     return _reference.sparse_softmax(x, labels, xp=xp)
 
 
+def sparse_softmax_wide(x: Array, labels: Array, *, xp: Any) -> Array:
+    """:func:`sparse_softmax` in the compute dtype, unrounded (for reductions): by the kernel
+    into a float64 output where one applies, so the logits are never copied to float64; else
+    the widened logits through :func:`sparse_softmax` (autodiff included)."""
+    if _by_kernel(x):
+        import numpy as np
+
+        out = np.empty(tuple(x.shape[:-1]), np.float64)
+        return _kernel("sparse_softmax_loss", x, labels, out=out)
+    (wx,) = _arrays.widen(xp, x)
+    return sparse_softmax(wx, labels, xp=xp)
+
+
 def sparse_softmax_grad(x: Array, labels: Array, upstream: Array, *, xp: Any) -> Array:
     if _by_kernel(x, upstream):
         return _kernel("sparse_softmax_grad_logits", x, labels, upstream=upstream)

@@ -300,8 +300,9 @@ def cross_entropy(
         labels = xp.where(counted, labels, xp.zeros_like(labels))
         labels = _validation.sparse_labels(fn, labels, _classes_last(x, axis, xp=xp), xp)
         with _quiet():
-            wx, ww = _arrays.widen(xp, x, w)
-            loss, row_weight = _index_loss(wx, labels, ww, options, xp=xp)
+            # The logits stay in their dtype: the sparse loss comes back in the compute dtype.
+            ww = None if w is None else xp.astype(w, _arrays.compute_dtype(xp, x), copy=False)
+            loss, row_weight = _index_loss(x, labels, ww, options, xp=xp)
     else:
         z = _validation.float_labels(fn, "labels", labels, x, xp)
         _validation.broadcasts_into(fn, "labels", z, tuple(x.shape))
@@ -336,10 +337,10 @@ def _along_classes(w: Array, x: Array, axis: int, *, xp: Any) -> Array:
 
 
 def _index_loss(
-    wx: Array, labels: Array, ww: Array | None, o: _SoftmaxOptions, *, xp: Any
+    x: Array, labels: Array, ww: Array | None, o: _SoftmaxOptions, *, xp: Any
 ) -> tuple[Array, Array | None]:
-    """Per-row loss and row weight ``w[label]`` for (in-range) index labels."""
-    x_last = _classes_last(wx, o.axis, xp=xp)
+    """Per-row loss (compute dtype) and row weight ``w[label]`` for (in-range) index labels;
+    ``x`` in the caller's dtype, widened here only for smoothing and z-loss."""
     row_weight = None
     if ww is not None:
         flat = xp.reshape(labels, (-1,))
@@ -347,18 +348,20 @@ def _index_loss(
                                 tuple(labels.shape))  # fmt: skip
     loss = None
     if o.smoothing < 1:
-        loss = _dispatch.sparse_softmax(x_last, labels, xp=xp)
+        loss = _dispatch.sparse_softmax_wide(_classes_last(x, o.axis, xp=xp), labels, xp=xp)
         if row_weight is not None:
             loss = _times(row_weight, loss, xp=xp)
         if o.smoothing:
             loss = (1 - o.smoothing) * loss
+    if o.smoothing or o.z_scale:
+        (wx,) = _arrays.widen(xp, x)
     if o.smoothing:
         # sum_c w_c (-log p_c): the softmax loss with the class weights (or ones) as labels.
         spread = _dispatch.softmax(wx, _class_labels(wx, ww, o.axis, xp=xp), axis=o.axis, xp=xp)
         spread = (o.smoothing / o.num_classes) * spread
         loss = spread if loss is None else loss + spread
     if o.z_scale:
-        loss = loss + _z_term(x_last, row_weight, o.z_scale, xp=xp)
+        loss = loss + _z_term(_classes_last(wx, o.axis, xp=xp), row_weight, o.z_scale, xp=xp)
     return loss, row_weight
 
 

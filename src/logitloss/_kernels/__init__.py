@@ -277,7 +277,7 @@ def softmax_loss(
     fn = "softmax_loss"
     x, axis = _softmax_logits(fn, x, axis)
     z = _operand(fn, "labels", z, x, elementwise=True)
-    out = _output(fn, "out", out, x.dtype, _loss_shape(x, axis))
+    out = _output(fn, "out", out, x.dtype, _loss_shape(x, axis), wide_ok=True)
     loss, _ = _softmax_run(x, z, None, axis, None, out, None, want_loss=True, want_grad=False)
     return loss
 
@@ -322,7 +322,7 @@ def sparse_softmax_loss(x: np.ndarray, labels: Any, out: np.ndarray | None = Non
     fn = "sparse_softmax_loss"
     x, _ = _softmax_logits(fn, x, -1)
     labels = _integer_labels(fn, labels, x)
-    out = _output(fn, "out", out, x.dtype, x.shape[:-1])
+    out = _output(fn, "out", out, x.dtype, x.shape[:-1], wide_ok=True)
     loss, _ = _softmax_run(x, None, labels, -1, None, out, None, want_loss=True, want_grad=False)
     return loss
 
@@ -377,16 +377,23 @@ def _loss_shape(x: np.ndarray, axis: int) -> tuple[int, ...]:
 
 
 def _output(
-    fn: str, arg: str, out: np.ndarray | None, dtype: np.dtype, shape: tuple[int, ...]
+    fn: str,
+    arg: str,
+    out: np.ndarray | None,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    *,
+    wide_ok: bool = False,
 ) -> np.ndarray | None:
+    """``out`` checked: ``dtype`` (or float64 too, with ``wide_ok``), ``shape``, writeable."""
     if out is None:
         return None
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{fn}: {arg} must be a NumPy array, got {type(out).__name__}")
-    if out.dtype != dtype:
+    if out.dtype != dtype and not (wide_ok and out.dtype == np.float64):
+        allowed = "the logits' dtype" + (" or float64" if wide_ok else "")
         raise TypeError(
-            f"{fn}: {arg} must have the logits' dtype {_dtype_name(dtype)}, "
-            f"got {_dtype_name(out.dtype)}"
+            f"{fn}: {arg} must have {allowed} {_dtype_name(dtype)}, got {_dtype_name(out.dtype)}"
         )
     if out.shape != shape:
         raise ValueError(f"{fn}: {arg} must have shape {shape}, got {out.shape}")
@@ -454,11 +461,13 @@ def _softmax_run(
             labels,
             axis,
             None if upstream is None else upstream.astype(np.float32),
-            None,
+            loss_out if _is_wide(loss_out) else None,
             None,
             want_loss=want_loss,
             want_grad=want_grad,
         )
+        if _is_wide(loss_out):
+            return loss_out, _cast_into(wide_grad, grad_out, x.dtype) if want_grad else None
         # A float32 result beyond the narrow range rounds to inf: correct, not worth a warning.
         with np.errstate(over="ignore"):
             return (
@@ -471,6 +480,7 @@ def _softmax_run(
     grad = grad_out if want_grad else None
     if want_loss and loss is None:
         loss = np.empty(moved_x.shape[:-1], x.dtype)
+    loss_dtype = None if loss is None else loss.dtype
     if want_grad and grad is None:
         # The gradient in the logits' memory order when the kernels can read that, else with
         # the classes contiguous (the kernels' order), the axis moved back.
@@ -486,7 +496,7 @@ def _softmax_run(
     # element j of the inputs), or where the kernels cannot write them in place.
     loss_target = loss
     if loss is not None and any(np.may_share_memory(loss, a) for a in inputs):
-        loss_target = np.empty(loss.shape, x.dtype)
+        loss_target = np.empty(loss.shape, loss_dtype)
     grad_target = None if grad is None else np.moveaxis(grad, axis, -1)
     if grad_target is not None and any(
         np.may_share_memory(grad_target, a) and not _same_view(grad_target, a) for a in inputs
@@ -513,8 +523,8 @@ def _softmax_run(
             if grad_target is not None and not _c_contiguous(grad_target):
                 grad_target = np.empty(moved_x.shape, x.dtype)
             if loss_target is not None and not _c_contiguous(loss_target):
-                loss_target = np.empty(loss_target.shape, x.dtype)
-    _launch(ops, rows, cols, z is not None, want_loss, want_grad, x.dtype)
+                loss_target = np.empty(loss_target.shape, loss_dtype)
+    _launch(ops, rows, cols, z is not None, want_loss, want_grad, x.dtype, loss_dtype)
     if loss is not None and loss_target is not loss:
         loss[...] = loss_target
     if grad is not None:
@@ -522,6 +532,10 @@ def _softmax_run(
         if not _same_view(moved_grad, grad_target):
             moved_grad[...] = grad_target
     return loss, grad
+
+
+def _is_wide(out: np.ndarray | None) -> bool:
+    return out is not None and out.dtype == np.float64
 
 
 def _cast_into(wide: np.ndarray | None, out: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
@@ -540,9 +554,10 @@ def _launch(
     want_loss: bool,
     want_grad: bool,
     dtype: np.dtype,
+    loss_dtype: np.dtype | None,
 ) -> None:
     """Call the kernel for the operands ``class_rows`` described: ``[x, z?, grad?]`` then
-    ``[labels?, upstream?, loss?]``."""
+    ``[labels?, upstream?, loss?]``; ``loss_dtype`` may be float64 for narrower logits."""
     ops = list(ops)
     x = ops.pop(0)
     z = ops.pop(0) if soft else None
@@ -550,7 +565,7 @@ def _launch(
     labels = None if soft else ops.pop(0)
     upstream = ops.pop(0) if want_grad else None
     loss = ops.pop(0) if want_loss else None
-    key = (dtype.char,)
+    key = (dtype.char, "" if loss_dtype is None else loss_dtype.char)
     size = rows * cols
 
     def triple(op: _layout.RowOperand) -> list[Any]:
