@@ -145,6 +145,10 @@ def binary_cross_entropy_with_logits(
     q = _options.optional_floats(fn, "pos_weight", pos_weight, x, xp, shape, "`logits`")
     w = _options.optional_floats(fn, "weight", weight, x, xp, shape, "`logits`")
     mask = _options.mask(fn, where, x, xp, shape)
+    if reduction == "none" and w is None and mask is None and not smoothing:
+        # The plain loss: the core's, rounded once from the compute dtype by the kernels or
+        # the reference (no float64 copies of the inputs here).
+        return _dispatch.logistic(x, z, q, xp=xp)
     if reduction != "none" and w is None and mask is None and not smoothing:
         # The plain sum or mean: one kernel pass, the per-element loss never written.
         total = _dispatch.logistic_sum(x, z, q)
