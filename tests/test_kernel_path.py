@@ -48,6 +48,19 @@ def _data(shape: tuple[int, ...], dtype: Any = np.float32, seed: int = 0) -> tup
     return x, z
 
 
+def _peak_bytes(call: Any, keep: bool = False) -> Any:
+    """The peak of the NumPy (Python) allocations during ``call()`` (and its result)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return (result, peak) if keep else peak
+
+
 def _ulp_in(a: Any, b: Any) -> float:
     """Largest difference between ``a`` and ``b`` in ULP of ``b``'s dtype (NumPy or torch)."""
     finfo = torch_or_numpy_finfo(b)
@@ -276,8 +289,6 @@ def test_torch_func_transforms_fall_back(spy: dict) -> None:
 def test_softmax_losses_allocate_only_their_output(kind: str) -> None:
     """No temporaries: the peak of NumPy allocations during the call is the (N,) loss plus
     bookkeeping, not anything of the logits' N x C size (the reference path allocates several)."""
-    import tracemalloc
-
     x, z = _data((512, 8192))
     labels = np.arange(512) % 8192
     if kind == "softmax":
@@ -285,20 +296,10 @@ def test_softmax_losses_allocate_only_their_output(kind: str) -> None:
     else:
         call = lambda: logitloss.sparse_softmax_cross_entropy_with_logits(labels, x)  # noqa: E731
     call()  # compiled, layouts cached
-    tracemalloc.start()
-    try:
-        call()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = _peak_bytes(call)
     assert peak < 512 * 4 + 64 * 1024, peak
     with logitloss.reference_path():  # the check can fail: the reference path does allocate
-        tracemalloc.start()
-        try:
-            call()
-            _, reference_peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        reference_peak = _peak_bytes(call)
     assert reference_peak > x.nbytes
 
 
@@ -325,8 +326,6 @@ def test_torch_fused_backward_twice_with_retain_graph(spy: dict) -> None:
 def test_binary_cross_entropy_reduces_in_the_kernel(reduction: str, dtype: Any, spy: dict) -> None:
     """ "mean" and "sum" without weights, mask or smoothing: the sum kernel, which writes no
     per-element loss; the same result as the reference path within its rounding."""
-    import tracemalloc
-
     x, z = _data(LARGE, dtype)
     x[np.isinf(x)] = 3.0  # finite, so the reduction is too
     q = np.linspace(0.5, 3, LARGE[1]).astype(dtype)
@@ -334,12 +333,7 @@ def test_binary_cross_entropy_reduces_in_the_kernel(reduction: str, dtype: Any, 
         x, z, pos_weight=q, reduction=reduction
     )
     call()
-    tracemalloc.start()
-    try:
-        fast = call()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    fast, peak = _peak_bytes(call, keep=True)
     assert _used(spy) == {"logistic_loss_sum": 2}
     if dtype == np.float32:  # float16 goes through float32 copies of the inputs
         assert peak < x.nbytes  # no per-element loss: the checks' bookkeeping only
@@ -367,19 +361,12 @@ def test_reduced_path_only_where_it_applies(spy: dict) -> None:
 def test_cross_entropy_with_class_indices_never_widens_the_logits(dtype: Any, spy: dict) -> None:
     """The per-row loss comes from the kernel in float64 (its ``out``), not from a float64
     copy of the N x C logits; the mean agrees with the reference path's within its rounding."""
-    import tracemalloc
-
     x = (np.random.default_rng(3).standard_normal((512, 8192)) * 4).astype(dtype)
     labels = np.arange(512) * 7 % 8192
     weight = np.linspace(0.5, 2, 8192)
     call = lambda: logitloss.cross_entropy(x, labels, weight=weight)  # noqa: E731
     call()
-    tracemalloc.start()
-    try:
-        fast = call()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    fast, peak = _peak_bytes(call, keep=True)
     assert spy["sparse_softmax_loss"] == 2
     if dtype == np.float32:  # float16 goes through a float32 copy
         assert peak < x.nbytes // 4
