@@ -36,17 +36,19 @@ def reduce(
     total = xp.sum(loss)
     if reduction == "mean":
         total = _safe_mean(total, loss, denominator_weight, xp=xp)
-    total = xp.astype(total, dtype, copy=False)
-    # NumPy's full reduction gives a scalar; keep the 0-d array every other library returns.
-    return np.asarray(total) if isinstance(total, np.generic) else total
+    return _zero_d(xp.astype(total, dtype, copy=False))
 
 
 def scalar(value: float, *, like: Array, xp: Any) -> Array:
     """A Python float (a float64 reduction) as a 0-d array of ``like``'s dtype, library and
     device, rounded once."""
     with np.errstate(over="ignore"):  # beyond the dtype's range: inf, the rounded value
-        result = _formulas._scalar(value, like, xp=xp)
-    return np.asarray(result) if isinstance(result, np.generic) else result
+        return _zero_d(_formulas._scalar(value, like, xp=xp))
+
+
+def _zero_d(total: Array) -> Array:
+    """NumPy's full reductions give a scalar: the 0-d array every other library returns."""
+    return np.asarray(total) if isinstance(total, np.generic) else total
 
 
 def _safe_mean(total: Array, loss: Array, weight: Array | None, *, xp: Any) -> Array:
