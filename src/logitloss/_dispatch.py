@@ -98,15 +98,26 @@ def logistic_grad(
     return _reference.logistic_grad(x, z, q, upstream, wrt=wrt, xp=xp)
 
 
-def logistic_sum(x: Array, z: Array, q: Array | None) -> float | None:
-    """The float64 sum of the loss over all elements by the reduced kernel, which never writes
-    the per-element loss; None where it does not apply: not a kernel call, a derivative to
-    follow, or float64 logits (the reference's pairwise float64 sum keeps those closer)."""
-    if _arrays.dtype_name(x.dtype) == "float64" or not _by_kernel(x, z, q):
+def logistic_sum(
+    x: Array, z: Array, q: Array | None, weight: Array | None, smoothing: float
+) -> tuple[float, float] | None:
+    """``(sum of weight * loss, sum of weight)`` in float64 by the reduced kernel, which never
+    writes the per-element loss (labels smoothed toward 1/2 by ``smoothing``; ``weight`` None
+    counts each element once); None where it does not apply: not a kernel call, a derivative
+    to follow, or float64 logits (the reference's pairwise float64 sum keeps those closer)."""
+    if _arrays.dtype_name(x.dtype) == "float64" or not _by_kernel(x, z, q, weight):
         return None
+    import math
+
+    import numpy as np
+
     from . import _kernels
 
-    return _kernels.logistic_loss_sum(*map(_kernel_path.to_numpy, (x, z, q)))
+    x, z, q, weight = map(_kernel_path.to_numpy, (x, z, q, weight))
+    total = _kernels.logistic_loss_sum(x, z, q, weight, smoothing)
+    if weight is None:
+        return total, float(math.prod(x.shape))
+    return total, float(np.sum(np.broadcast_to(weight, x.shape), dtype=np.float64))
 
 
 def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:

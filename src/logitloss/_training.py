@@ -10,7 +10,6 @@ a second time: what is new is how the options combine the exact pieces.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,6 +28,16 @@ def _times(weight: Array, loss: Array, *, xp: Any) -> Array:
     """``weight * loss``, where a zero weight drops an infinite loss (``0 * inf`` is NaN)."""
     zero = _formulas._scalar(0.0, loss, xp=xp)
     return weight * xp.where((weight == 0) & xp.isinf(loss), zero, loss)
+
+
+def _counted_weight(w: Array | None, mask: Array | None, x: Array, *, xp: Any) -> Array | None:
+    """Each element's weight in the reduction: ``w`` where ``mask`` counts it, else 0 (None when
+    neither is given: every element counts once)."""
+    if mask is None:
+        return w
+    if w is None:
+        return xp.astype(mask, x.dtype)
+    return xp.where(mask, w, _formulas._scalar(0.0, x, xp=xp))
 
 
 def _counted(
@@ -149,13 +158,14 @@ def binary_cross_entropy_with_logits(
         # The plain loss: the core's, rounded once from the compute dtype by the kernels or
         # the reference (no float64 copies of the inputs here).
         return _dispatch.logistic(x, z, q, xp=xp)
-    if reduction != "none" and w is None and mask is None and not smoothing:
-        # The plain sum or mean: one kernel pass, the per-element loss never written.
-        total = _dispatch.logistic_sum(x, z, q)
-        if total is not None:
-            count = math.prod(shape)
-            value = total / count if reduction == "mean" and count else total
-            return _reductions.scalar(value, like=x, xp=xp)
+    if reduction != "none":
+        # Sum or mean: one kernel pass over the inputs, the per-element loss never written.
+        sums = _dispatch.logistic_sum(x, z, q, _counted_weight(w, mask, x, xp=xp), smoothing)
+        if sums is not None:
+            total, denominator = sums
+            if reduction == "mean":
+                total = total / denominator if denominator else 0.0
+            return _reductions.scalar(total, like=x, xp=xp)
     with _quiet():
         wx, wz, wq, ww = _arrays.widen(xp, x, z, q, w)
         if smoothing:

@@ -119,23 +119,30 @@ def logistic_loss_and_grad(x: np.ndarray, z: Any, q: Any = None) -> tuple[np.nda
     return loss, grad
 
 
-def logistic_loss_sum(x: np.ndarray, z: Any, q: Any = None) -> float:
-    """The sum of :func:`logistic_loss` over all elements, as a float64, without writing the
-    per-element loss (the reductions of the training losses need only this).
+def logistic_loss_sum(
+    x: np.ndarray, z: Any, q: Any = None, weight: Any = None, smoothing: float = 0.0
+) -> float:
+    """The sum of ``weight * logistic_loss(x, z_s, q)`` over all elements, as a float64, without
+    writing the per-element loss (the reductions of the training losses need only this).
 
-    Each element's loss is computed as :func:`logistic_loss` computes it, before rounding; the
-    tiles' float64 partial sums (reassociated within a tile, at most 16384 terms: a relative
-    error below 2^-39) are added exactly with ``math.fsum`` in tile order, so the result does not
-    depend on the threads. Within 2^-39 of the exact sum, relative: far below an ULP of any
-    narrow dtype; float64 callers should prefer a compensated sum.
+    ``z_s = z (1 - smoothing) + smoothing / 2`` (label smoothing toward 1/2, formed in float64);
+    ``weight`` broadcasts to ``x`` like ``q``, and a zero weight drops an infinite loss. Each
+    element's loss is computed as :func:`logistic_loss` computes it, before rounding; the tiles'
+    float64 partial sums (reassociated within a tile of at most 16384 terms) are added exactly
+    with ``math.fsum`` in tile order, so the result does not depend on the threads. Meant for
+    narrow dtypes: float64 callers should prefer a compensated sum.
     """
-    x, z, q, _, _ = _arguments("logistic_loss_sum", x, z, q, None, None)
+    fn = "logistic_loss_sum"
+    x, z, q, _, _ = _arguments(fn, x, z, q, None, None)
+    w = _operand(fn, "weight", 1.0 if weight is None else weight, x, elementwise=False)
     if _dtype_name(x.dtype) in _THROUGH_FLOAT32:
-        x, z, q = x.astype(np.float32), z.astype(np.float32), q.astype(np.float32)
+        x, z, q, w = (a.astype(np.float32) for a in (x, z, q, w))
     if not x.size:
         return 0.0
+    a, b = 1.0 - smoothing, smoothing / 2
     partials = []
-    plan, _ = _layout.plan(x, [(x, False, False), (z, False, False), (q, True, False)])
+    operands = [(x, False, False), (z, False, False), (q, True, False), (w, True, False)]
+    plan, _ = _layout.plan(x, operands)
     for piece in _layout.group_rows(plan, _runtime.TILE):
         kernel = _runtime.pick(
             _logistic.sum_serial, _logistic.sum_parallel, piece.rows * piece.cols
@@ -143,11 +150,11 @@ def logistic_loss_sum(x: np.ndarray, z: Any, q: Any = None) -> float:
         parallel = kernel is _logistic.sum_parallel
         tiles = piece.rows * (-(-piece.cols // _runtime.TILE) if parallel else 1)
         partial = np.empty(tiles, np.float64)
-        logits, labels, weight = piece.operands
+        logits, labels, pos, weights = piece.operands
         args = (
             logits.base, logits.row_stride, labels.base, labels.row_stride,
-            weight.base, weight.row_stride, weight.varies, partial,
-            piece.rows, piece.cols, _runtime.TILE,
+            pos.base, pos.row_stride, pos.varies, weights.base, weights.row_stride, weights.varies,
+            a, b, partial, piece.rows, piece.cols, _runtime.TILE,
         )  # fmt: skip
         _runtime.call(kernel, (x.dtype.char,), args)
         partials.append(partial)

@@ -270,26 +270,46 @@ def both_serial(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, rows, co
 
 
 @njit(inline="always", error_model="numpy")
-def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, row, c0, c1, wide):  # type: ignore[no-untyped-def]
-    """The float64 sum of one tile's losses (a reassociable sum: LLVM vectorises it)."""
+def _weighted(w: float, loss: float) -> float:
+    """``w * loss``, where a zero weight drops an infinite loss (``0 * inf`` would be NaN)."""
+    return 0.0 if w == 0.0 else w * loss
+
+
+@njit(inline="always", error_model="numpy")
+def _term(x, z, q, w, a, b, wide):  # type: ignore[no-untyped-def]
+    """One element's ``w * loss`` with the label ``a z + b`` (smoothing), in float64."""
+    loss = loss_element(np.float64(x), a * np.float64(z) + b, np.float64(q), wide)
+    return _weighted(np.float64(w), loss)
+
+
+@njit(inline="always", error_model="numpy")
+def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    """The float64 sum of one tile's ``w * loss`` with labels ``a z + b`` (label smoothing;
+    ``a = 1, b = 0`` without), a reassociable sum: LLVM vectorises it. One loop per case of
+    ``q`` and ``w`` varying along the row or not: a select in the index would stop that."""
     xs = x[row * xrs + c0 : row * xrs + c1]
     zs = z[row * zrs + c0 : row * zrs + c1]
+    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
+    ws = w[row * wrs + c0 : row * wrs + c1] if w_varies else w[row * wrs : row * wrs + 1]
     total = 0.0
-    if q_varies:
-        qs = q[row * qrs + c0 : row * qrs + c1]
+    if q_varies and w_varies:
         for j in range(xs.size):
-            value = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
-            total = add_reassoc(total, value)
+            total = add_reassoc(total, _term(xs[j], zs[j], qs[j], ws[j], a, b, wide))
+    elif q_varies:
+        for j in range(xs.size):
+            total = add_reassoc(total, _term(xs[j], zs[j], qs[j], ws[0], a, b, wide))
+    elif w_varies:
+        for j in range(xs.size):
+            total = add_reassoc(total, _term(xs[j], zs[j], qs[0], ws[j], a, b, wide))
     else:
-        qv = np.float64(q[row * qrs])
         for j in range(xs.size):
-            total = add_reassoc(total, loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide))
+            total = add_reassoc(total, _term(xs[j], zs[j], qs[0], ws[0], a, b, wide))
     return total
 
 
 @njit(parallel=True, **_OPTIONS)
-def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, partial, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """One float64 partial sum of the loss per tile, into ``partial`` (the caller adds them:
+def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """One float64 partial sum of ``w * loss`` per tile, into ``out`` (the caller adds them:
     a fixed order, so the result does not depend on how the threads shared the tiles)."""
     wide = _is_float64(x)
     per_row = (cols + tile - 1) // tile
@@ -297,12 +317,16 @@ def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, partial, rows, cols, tile):  
         row = t // per_row
         c0 = (t - row * per_row) * tile
         c1 = min(cols, c0 + tile)
-        partial[t] = _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, row, c0, c1, wide)
+        out[t] = _sum_tile(
+            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide
+        )
 
 
 @njit(**_OPTIONS)
-def sum_serial(x, xrs, z, zrs, q, qrs, q_varies, partial, rows, cols, tile):  # type: ignore[no-untyped-def]
+def sum_serial(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
     """:func:`sum_parallel` on the calling thread, one partial sum per row."""
     wide = _is_float64(x)
     for row in range(rows):
-        partial[row] = _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, row, 0, cols, wide)
+        out[row] = _sum_tile(
+            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, 0, cols, wide
+        )
