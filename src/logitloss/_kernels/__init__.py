@@ -134,6 +134,8 @@ def logistic_loss_sum(
     """
     fn = "logistic_loss_sum"
     x, z, q, _, _ = _arguments(fn, x, z, q, None, None)
+    # Without weights and smoothing the kernel is compiled without them (w None): a shorter loop.
+    plain = weight is None and not smoothing
     w = _operand(fn, "weight", 1.0 if weight is None else weight, x, elementwise=False)
     if _dtype_name(x.dtype) in _THROUGH_FLOAT32:
         x, z, q, w = (a.astype(np.float32) for a in (x, z, q, w))
@@ -142,7 +144,7 @@ def logistic_loss_sum(
     a, b = 1.0 - smoothing, smoothing / 2
     partials = []
     operands = [(x, False, False), (z, False, False), (q, True, False), (w, True, False)]
-    plan, _ = _layout.plan(x, operands)
+    plan, _ = _layout.plan(x, operands[:3] if plain else operands)
     for piece in _layout.group_rows(plan, _runtime.TILE):
         kernel = _runtime.pick(
             _logistic.sum_serial, _logistic.sum_parallel, piece.rows * piece.cols
@@ -150,13 +152,16 @@ def logistic_loss_sum(
         parallel = kernel is _logistic.sum_parallel
         tiles = piece.rows * (-(-piece.cols // _runtime.TILE) if parallel else 1)
         partial = np.empty(tiles, np.float64)
-        logits, labels, pos, weights = piece.operands
+        logits, labels, pos, *weights = piece.operands
+        wargs = (None, 0, False) if plain else (
+            weights[0].base, weights[0].row_stride, weights[0].varies
+        )  # fmt: skip
         args = (
             logits.base, logits.row_stride, labels.base, labels.row_stride,
-            pos.base, pos.row_stride, pos.varies, weights.base, weights.row_stride, weights.varies,
+            pos.base, pos.row_stride, pos.varies, *wargs,
             a, b, partial, piece.rows, piece.cols, _runtime.TILE,
         )  # fmt: skip
-        _runtime.call(kernel, (x.dtype.char,), args)
+        _runtime.call(kernel, (x.dtype.char, plain), args)
         partials.append(partial)
     return math.fsum(np.concatenate(partials).tolist())
 

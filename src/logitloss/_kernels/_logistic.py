@@ -285,13 +285,25 @@ def _term(x, z, q, w, a, b, wide):  # type: ignore[no-untyped-def]
 @njit(inline="always", error_model="numpy")
 def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide):  # type: ignore[no-untyped-def]
     """The float64 sum of one tile's ``w * loss`` with labels ``a z + b`` (label smoothing;
-    ``a = 1, b = 0`` without), a reassociable sum: LLVM vectorises it. One loop per case of
-    ``q`` and ``w`` varying along the row or not: a select in the index would stop that."""
+    ``w`` None: weight 1, no smoothing), a reassociable sum: LLVM vectorises it. One loop per
+    case of ``q`` and ``w`` varying along the row or not: a select in the index would stop that.
+    """
     xs = x[row * xrs + c0 : row * xrs + c1]
     zs = z[row * zrs + c0 : row * zrs + c1]
     qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
-    ws = w[row * wrs + c0 : row * wrs + c1] if w_varies else w[row * wrs : row * wrs + 1]
     total = 0.0
+    if w is None:  # no weights, no smoothing: a compile-time branch, the plain loss alone
+        if q_varies:
+            for j in range(xs.size):
+                value = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+                total = add_reassoc(total, value)
+        else:
+            qv = np.float64(qs[0])
+            for j in range(xs.size):
+                value = loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+                total = add_reassoc(total, value)
+        return total
+    ws = w[row * wrs + c0 : row * wrs + c1] if w_varies else w[row * wrs : row * wrs + 1]
     if q_varies and w_varies:
         for j in range(xs.size):
             total = add_reassoc(total, _term(xs[j], zs[j], qs[j], ws[j], a, b, wide))
