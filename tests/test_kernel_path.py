@@ -394,3 +394,19 @@ def test_cross_entropy_with_class_indices_never_widens_the_logits(dtype: Any, sp
     with logitloss.reference_path():
         slow = call()
     assert fast.dtype == x.dtype and _ulp_in(fast, slow) <= 1
+
+
+def test_cross_entropy_with_probabilities_never_widens_the_logits(spy: dict) -> None:
+    """Probability targets (no weights, smoothing or z-loss): the softmax kernel's float64
+    per-row loss, from the logits in their dtype; the same mean as the reference path's."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((512, 8192)) * 4).astype(np.float32)
+    z = rng.random(x.shape).astype(np.float32)
+    z /= z.sum(axis=1, keepdims=True)
+    call = lambda: logitloss.cross_entropy(x, z)  # noqa: E731
+    call()
+    fast, peak = _peak_bytes(call, keep=True)
+    assert spy["softmax_loss"] == 2 and peak < x.nbytes // 4
+    with logitloss.reference_path():
+        slow = call()
+    assert _ulp_in(fast, slow) <= 1

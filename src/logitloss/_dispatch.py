@@ -152,6 +152,19 @@ def sparse_softmax_value(x: Array, labels: Array, *, xp: Any) -> Array:
     return _reference.sparse_softmax(x, labels, xp=xp)
 
 
+def softmax_wide(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
+    """:func:`softmax` in the compute dtype, unrounded (for reductions): as
+    :func:`sparse_softmax_wide`, for labels of the logits' shape."""
+    if _by_kernel(x, z):
+        import numpy as np
+
+        axis %= x.ndim
+        out = np.empty(tuple(n for i, n in enumerate(x.shape) if i != axis), np.float64)
+        return _kernel("softmax_loss", x, z, axis=axis, out=out)
+    wx, wz = _arrays.widen(xp, x, z)
+    return softmax(wx, wz, axis=axis, xp=xp)
+
+
 def sparse_softmax_wide(x: Array, labels: Array, *, xp: Any) -> Array:
     """:func:`sparse_softmax` in the compute dtype, unrounded (for reductions): by the kernel
     into a float64 output where one applies, so the logits are never copied to float64; else

@@ -322,8 +322,13 @@ def cross_entropy(
         _validation.broadcasts_into(fn, "labels", z, tuple(x.shape))
         counted = mask
         with _quiet():
-            wx, wz, ww = _arrays.widen(xp, x, z, w)
-            loss, row_weight = _probability_loss(wx, wz, ww, options, xp=xp)
+            if w is None and not (smoothing or z_scale) and tuple(z.shape) == tuple(x.shape):
+                # The plain loss: from the logits in their dtype, in the compute dtype.
+                loss = _dispatch.softmax_wide(x, z, axis=options.axis, xp=xp)
+                row_weight = None
+            else:
+                wx, wz, ww = _arrays.widen(xp, x, z, w)
+                loss, row_weight = _probability_loss(wx, wz, ww, options, xp=xp)
     with _quiet():
         loss, denominator = _counted(loss, row_weight, counted, xp=xp)
         return _reductions.reduce(loss, denominator, reduction, dtype=x.dtype, xp=xp)
