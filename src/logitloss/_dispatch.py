@@ -20,10 +20,12 @@ imports neither library, and array-api-compat recognises their arrays without im
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from . import _arrays, _kernel_path, _reference
 
@@ -107,10 +109,6 @@ def logistic_sum(
     to follow, or float64 logits (the reference's pairwise float64 sum keeps those closer)."""
     if _arrays.dtype_name(x.dtype) == "float64" or not _by_kernel(x, z, q, weight):
         return None
-    import math
-
-    import numpy as np
-
     from . import _kernels
 
     x, z, q, weight = map(_kernel_path.to_numpy, (x, z, q, weight))
@@ -156,8 +154,6 @@ def softmax_wide(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
     """:func:`softmax` in the compute dtype, unrounded (for reductions): as
     :func:`sparse_softmax_wide`, for labels of the logits' shape."""
     if _by_kernel(x, z):
-        import numpy as np
-
         axis %= x.ndim
         out = np.empty(tuple(n for i, n in enumerate(x.shape) if i != axis), np.float64)
         return _kernel("softmax_loss", x, z, axis=axis, out=out)
@@ -170,8 +166,6 @@ def sparse_softmax_wide(x: Array, labels: Array, *, xp: Any) -> Array:
     into a float64 output where one applies, so the logits are never copied to float64; else
     the widened logits through :func:`sparse_softmax` (autodiff included)."""
     if _by_kernel(x):
-        import numpy as np
-
         out = np.empty(tuple(x.shape[:-1]), np.float64)
         return _kernel("sparse_softmax_loss", x, labels, out=out)
     (wx,) = _arrays.widen(xp, x)
