@@ -21,6 +21,25 @@ import pytest
 # reference path (test_exactness) and of the kernels (test_kernels, test_kernels_softmax).
 BOUND = {"float16": 1.0, "bfloat16": 1.0, "float32": 1.0, "float64": 4.0}
 
+_INF = float("inf")
+# (x, z, q, limit): the true limits of the logistic losses at infinite logits, written out by
+# hand. Shared by the reference path's tests (test_exactness) and the kernels' (test_kernels).
+LOGISTIC_LIMITS = [
+    (_INF, 1.0, 1.0, 0.0),
+    (_INF, 0.5, 1.0, _INF),
+    (_INF, 0.0, 1.0, _INF),
+    (-_INF, 0.0, 1.0, 0.0),
+    (-_INF, 0.5, 1.0, _INF),
+    (-_INF, 1.0, 1.0, _INF),
+    (_INF, 1.0, 3.0, 0.0),
+    (_INF, 0.25, 0.0, _INF),
+    (-_INF, 0.0, 5.0, 0.0),
+    (-_INF, 1.0, 0.0, 0.0),  # q = 0: positives cost nothing
+    (-_INF, 0.5, 2.0, _INF),
+    (_INF, 1.0, 0.0, 0.0),
+    (-_INF, 1e-3, 1e4, _INF),
+]
+
 
 @dataclass
 class Backend:

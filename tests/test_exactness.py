@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import BOUND, np_dtype
+from conftest import BOUND, LOGISTIC_LIMITS, np_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,24 +23,8 @@ INF = math.inf
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
 
 
-# (x, z, q, limit): the true limits at infinite logits, written out by hand.
-LIMITS = [
-    (INF, 1.0, 1.0, 0.0),
-    (INF, 0.5, 1.0, INF),
-    (INF, 0.0, 1.0, INF),
-    (-INF, 0.0, 1.0, 0.0),
-    (-INF, 0.5, 1.0, INF),
-    (-INF, 1.0, 1.0, INF),
-    (INF, 1.0, 3.0, 0.0),
-    (INF, 0.25, 0.0, INF),
-    (-INF, 0.0, 5.0, 0.0),
-    (-INF, 1.0, 0.0, 0.0),  # q = 0: positives cost nothing
-    (-INF, 0.5, 2.0, INF),
-]
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("x", "z", "q", "limit"), LIMITS)
+@pytest.mark.parametrize(("x", "z", "q", "limit"), LOGISTIC_LIMITS)
 def test_logistic_limits(dtype: str, x: float, z: float, q: float, limit: float) -> None:
     dt = np_dtype(dtype)
     args = np.array([z], dtype=dt), np.array([x], dtype=dt)

@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import BOUND, np_dtype
+from conftest import BOUND, LOGISTIC_LIMITS, np_dtype
 
 pytest.importorskip("numba")
 mp = pytest.importorskip("mpmath")
@@ -135,26 +135,8 @@ def test_loss_grid_against_mpmath_and_reference(dtype: str, pos_weight: float | 
     np.testing.assert_array_equal(np.isinf(as_float(out)), np.isinf(as_float(ref)))
 
 
-# (x, z, q, limit): the true limits at infinite logits.
-LIMITS = [
-    (INF, 1.0, 1.0, 0.0),
-    (INF, 0.5, 1.0, INF),
-    (INF, 0.0, 1.0, INF),
-    (-INF, 0.0, 1.0, 0.0),
-    (-INF, 0.5, 1.0, INF),
-    (-INF, 1.0, 1.0, INF),
-    (INF, 1.0, 3.0, 0.0),
-    (INF, 0.25, 0.0, INF),
-    (-INF, 0.0, 5.0, 0.0),
-    (-INF, 1.0, 0.0, 0.0),
-    (-INF, 0.5, 2.0, INF),
-    (INF, 1.0, 0.0, 0.0),
-    (-INF, 1e-3, 1e4, INF),
-]
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("x", "z", "q", "limit"), LIMITS)
+@pytest.mark.parametrize(("x", "z", "q", "limit"), LOGISTIC_LIMITS)
 def test_loss_limits(dtype: str, x: float, z: float, q: float, limit: float) -> None:
     dt = np_dtype(dtype)
     xs, zs = np.array([x], dt), np.array([z], dt)
