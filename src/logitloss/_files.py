@@ -119,6 +119,17 @@ SUFFIXES = {
 OUTPUT_SUFFIXES = (".npy", ".csv", ".parquet")
 
 
+def check_output(path: Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
+    """``path`` if it can be written as an output: a known type and an existing directory
+    (checked before long work, and again by :func:`atomic_path`)."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise DataError(f"{path}: unknown output type (use {', '.join(suffixes)})")
+    if not path.parent.exists():
+        raise DataError(f"{path}: no such directory {path.parent}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Iterator[Path]:
     """A temporary path beside ``path`` that becomes ``path`` only if the block succeeds.
@@ -126,11 +137,7 @@ def atomic_path(path: Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Iter
     An error or Ctrl-C inside the block removes the temporary file: no partial output is left.
     ``suffixes`` are the accepted output types.
     """
-    path = Path(path)
-    if path.suffix.lower() not in suffixes:
-        raise DataError(f"{path}: unknown output type (use {', '.join(suffixes)})")
-    if not path.parent.exists():
-        raise DataError(f"{path}: no such directory {path.parent}")
+    path = check_output(path, suffixes)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent
     )

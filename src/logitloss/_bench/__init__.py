@@ -40,11 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._files import DataError
+    from .._files import check_output
 
-    for path in (args.csv, args.markdown, args.plot):
-        if path is not None and not path.parent.is_dir():  # before minutes of timing, not after
-            raise DataError(f"{path}: no such directory {path.parent}")
+    for path, suffix in ((args.csv, ".csv"), (args.markdown, ".md"), (args.plot, ".png")):
+        if path is not None:  # before minutes of timing, not after
+            check_output(path, (suffix,))
     chosen = [
         w
         for w in _workloads.workloads(1 / 16 if args.quick else 1.0)

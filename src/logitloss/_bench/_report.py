@@ -9,7 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import _files
 from ._workloads import Workload
+
+SUFFIXES = (".csv", ".md", ".png")  # the outputs: results, ratio table, chart
 
 PEERS = ("torch", "jax", "tensorflow")
 FIELDS = ("workload", "loss", "rows", "cols", "dtype", "direction", "impl", "seconds",
@@ -113,16 +116,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def write_atomically(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file beside ``path``, renamed over it only when complete."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write through a temporary file beside ``path``, renamed over it only when complete
+    (``_files.atomic_path``; the type follows from the suffix, see :data:`SUFFIXES`)."""
+    with _files.atomic_path(path, SUFFIXES) as temporary, open(temporary, "wb") as f:
+        write(f)
