@@ -121,9 +121,10 @@ def logistic_loss_and_grad(x: np.ndarray, z: Any, q: Any = None) -> tuple[np.nda
 
 def logistic_loss_sum(
     x: np.ndarray, z: Any, q: Any = None, weight: Any = None, smoothing: float = 0.0
-) -> float:
-    """The sum of ``weight * logistic_loss(x, z_s, q)`` over all elements, as a float64, without
-    writing the per-element loss (the reductions of the training losses need only this).
+) -> tuple[float, float]:
+    """``(sum of weight * logistic_loss(x, z_s, q), sum of weight)`` over all elements, in
+    float64, without writing the per-element loss (the reductions of the training losses need
+    only these), in one pass over the inputs.
 
     ``z_s = z (1 - smoothing) + smoothing / 2`` (label smoothing toward 1/2, formed in float64);
     ``weight`` broadcasts to ``x`` like ``q``, and a zero weight drops an infinite loss. Each
@@ -140,7 +141,7 @@ def logistic_loss_sum(
     if _dtype_name(x.dtype) in _THROUGH_FLOAT32:
         x, z, q, w = (a.astype(np.float32) for a in (x, z, q, w))
     if not x.size:
-        return 0.0
+        return 0.0, 0.0
     a, b = 1.0 - smoothing, smoothing / 2
     partials = []
     operands = [(x, False, False), (z, False, False), (q, True, False), (w, True, False)]
@@ -151,7 +152,7 @@ def logistic_loss_sum(
         )
         parallel = kernel is _logistic.sum_parallel
         tiles = piece.rows * (-(-piece.cols // _runtime.TILE) if parallel else 1)
-        partial = np.empty(tiles, np.float64)
+        partial = np.empty((tiles, 2), np.float64)
         logits, labels, pos, *weights = piece.operands
         wargs = (None, 0, False) if plain else (
             weights[0].base, weights[0].row_stride, weights[0].varies
@@ -163,7 +164,8 @@ def logistic_loss_sum(
         )  # fmt: skip
         _runtime.call(kernel, (x.dtype.char, plain), args)
         partials.append(partial)
-    return math.fsum(np.concatenate(partials).tolist())
+    sums = np.concatenate(partials)
+    return math.fsum(sums[:, 0].tolist()), math.fsum(sums[:, 1].tolist())
 
 
 # --- Arguments ---------------------------------------------------------------------------------

@@ -284,10 +284,10 @@ def _term(x, z, q, w, a, b, wide):  # type: ignore[no-untyped-def]
 
 @njit(inline="always", error_model="numpy")
 def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide):  # type: ignore[no-untyped-def]
-    """The float64 sum of one tile's ``w * loss`` with labels ``a z + b`` (label smoothing;
-    ``w`` None: weight 1, no smoothing), a reassociable sum: LLVM vectorises it. One loop per
-    case of ``q`` and ``w`` varying along the row or not: a select in the index would stop that.
-    """
+    """``(sum of w * loss, sum of w)`` over one tile in float64, with labels ``a z + b``
+    (label smoothing; ``w`` None: weight 1, no smoothing), reassociable sums: LLVM vectorises
+    them. One loop per case of ``q`` and ``w`` varying along the row or not: a select in the
+    index would stop that."""
     xs = x[row * xrs + c0 : row * xrs + c1]
     zs = z[row * zrs + c0 : row * zrs + c1]
     qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
@@ -302,26 +302,32 @@ def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0,
             for j in range(xs.size):
                 value = loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
                 total = add_reassoc(total, value)
-        return total
+        return total, np.float64(xs.size)
     ws = w[row * wrs + c0 : row * wrs + c1] if w_varies else w[row * wrs : row * wrs + 1]
+    weights = 0.0
     if q_varies and w_varies:
         for j in range(xs.size):
             total = add_reassoc(total, _term(xs[j], zs[j], qs[j], ws[j], a, b, wide))
+            weights = add_reassoc(weights, np.float64(ws[j]))
     elif q_varies:
         for j in range(xs.size):
             total = add_reassoc(total, _term(xs[j], zs[j], qs[j], ws[0], a, b, wide))
     elif w_varies:
         for j in range(xs.size):
             total = add_reassoc(total, _term(xs[j], zs[j], qs[0], ws[j], a, b, wide))
+            weights = add_reassoc(weights, np.float64(ws[j]))
     else:
         for j in range(xs.size):
             total = add_reassoc(total, _term(xs[j], zs[j], qs[0], ws[0], a, b, wide))
-    return total
+    if not w_varies:
+        weights = np.float64(ws[0]) * xs.size
+    return total, weights
 
 
 @njit(parallel=True, **_OPTIONS)
 def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """One float64 partial sum of ``w * loss`` per tile, into ``out`` (the caller adds them:
+    """Per tile, the float64 partial sums of ``w * loss`` and of ``w`` into a row of ``out``
+    (the caller adds them:
     a fixed order, so the result does not depend on how the threads shared the tiles)."""
     wide = _is_float64(x)
     per_row = (cols + tile - 1) // tile
@@ -329,7 +335,7 @@ def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, 
         row = t // per_row
         c0 = (t - row * per_row) * tile
         c1 = min(cols, c0 + tile)
-        out[t] = _sum_tile(
+        out[t, 0], out[t, 1] = _sum_tile(
             x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide
         )
 
@@ -339,6 +345,6 @@ def sum_serial(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, ro
     """:func:`sum_parallel` on the calling thread, one partial sum per row."""
     wide = _is_float64(x)
     for row in range(rows):
-        out[row] = _sum_tile(
+        out[row, 0], out[row, 1] = _sum_tile(
             x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, 0, cols, wide
         )
