@@ -109,6 +109,16 @@ def test_demo_prints_the_seed_outputs_and_ours(capsys: pytest.CaptureFixture[str
     assert "targets=" in out and "np.random.rand" in out
 
 
+def test_demo_says_where_the_numbers_come_from_in_a_users_terms(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The project's internal names for its source documents ("seed 001") mean nothing to a
+    user: the demo names a Q&A and a tutorial, and TensorFlow's printed output."""
+    out = run_demo(capsys)
+    assert "seed" not in out.lower()
+    assert "Q&A" in out and "tutorial" in out and "TensorFlow printed" in out
+
+
 @needs_mpmath
 def test_demo_seed_tables_within_one_ulp(capsys: pytest.CaptureFixture[str]) -> None:
     sigmoid, row_sums, softmax, _, _ = parse_tables(run_demo(capsys))
@@ -120,7 +130,7 @@ def test_demo_seed_tables_within_one_ulp(capsys: pytest.CaptureFixture[str]) -> 
         exact = sum(sigmoid_exact(x, z) for x, z in zip(SIGMOID_X[i], SIGMOID_P[i], strict=True))
         assert ulps(row["logitloss"], exact) <= 1
     for i, row in enumerate(softmax):
-        assert row["TensorFlow (seed)"] == SEED_SOFTMAX[i]
+        assert row["TensorFlow printed"] == SEED_SOFTMAX[i]
         assert ulps(row["logitloss"], softmax_exact(SOFTMAX_X[i], SOFTMAX_P[i])) <= 1
     assert len(sigmoid) == 10 and len(row_sums) == 2 and len(softmax) == 3
 
@@ -136,7 +146,7 @@ def test_demo_reproduces_the_weighted_seed_from_recovered_logits(
         x = value_of(row["x (recovered)"])
         assert 0 <= x < 1
         printed = F32(SEED_WEIGHTED[i][j])
-        assert row["TensorFlow (seed)"] == SEED_WEIGHTED[i][j]
+        assert row["TensorFlow printed"] == SEED_WEIGHTED[i][j]
         # logitloss at the recovered logit gives back TensorFlow's printed value...
         assert abs(value_of(row["logitloss"]) - float(printed)) <= float(np.spacing(printed))
         assert float(row["diff ulp"]) <= 1

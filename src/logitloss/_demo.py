@@ -1,11 +1,14 @@
 """``logitloss demo``: TensorFlow's documented outputs beside logitloss's, and where formulas fail.
 
-Part 1 replays the examples of the project's seed documents (000 and 001), with the outputs
-TensorFlow printed there kept below as literal constants: documented output, an oracle
-independent of this package. Part 2 evaluates the textbook formula, TensorFlow's documented
-stable formula (written out in NumPy) and logitloss on inputs where the first two go wrong in
-float32. With mpmath installed every value is compared with the exact loss, in units in the last
-place (ULPs) of float32; without it the demo still runs and says so.
+Part 1 replays two published TensorFlow examples (the project's seed documents 001, a Q&A on
+sigmoid and softmax cross-entropy, and 000, a tutorial on the weighted loss; see
+shared/seeds/README.md), with the outputs TensorFlow printed there kept below as literal
+constants: documented output, an oracle independent of this package. The printed text speaks of
+"the Q&A" and "the tutorial", not of seeds, which mean nothing to a user. Part 2 evaluates the
+textbook formula, TensorFlow's documented stable formula (written out in NumPy) and logitloss on
+inputs where the first two go wrong in float32. With mpmath installed every value is compared
+with the exact loss, in units in the last place (ULPs) of float32; without it the demo still runs
+and says so.
 
 Only NumPy is required. Nothing here is imported by ``import logitloss``.
 """
@@ -31,6 +34,8 @@ from . import (
 F32 = np.float32
 FMT = "float32"
 NO_MPMATH = "install mpmath"
+# The column of the outputs as TensorFlow printed them in the published examples.
+TF_PRINTED = "TensorFlow printed"
 
 # --- Seed 001: sigmoid_cross_entropy_with_logits and softmax_cross_entropy_with_logits ---------
 
@@ -70,7 +75,7 @@ def fmt32(value: Any) -> str:
 
 
 def fmt_list(values: Sequence[Any] | float) -> str:
-    """Numbers as the seed wrote them (``[0, 1]``, ``[0.2, 0.8]``), nested sequences too."""
+    """Numbers as the examples wrote them (``[0, 1]``, ``[0.2, 0.8]``), nested sequences too."""
     if isinstance(values, Sequence):
         return "[" + ", ".join(fmt_list(v) for v in values) + "]"
     return f"{values:g}"
@@ -102,21 +107,21 @@ def _errors(values: Sequence[Any], exact: Any) -> list[str]:
     return [fmt_ulps(_exact.ulp_error(float(v), exact, FMT)) for v in values]
 
 
-# --- Part 1: the seed examples -------------------------------------------------------------------
+# --- Part 1: the published examples ---------------------------------------------------------------
 
 
 def _sigmoid_example(out: TextIO, with_exact: bool) -> None:
-    """Seed 001's ``prob4`` table and its row sums (``loss2`` of the question)."""
+    """The Q&A's (seed 001) ``prob4`` table and its row sums (``loss2`` of the question)."""
     labels = np.array(SIGMOID_LABELS, dtype=F32)
     logits = np.array(SIGMOID_LOGITS, dtype=F32)
     ours = sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
     out.write(
-        "1a. tf.nn.sigmoid_cross_entropy_with_logits(labels=p, logits=logit_q), float32"
-        " (seed 001)\n"
+        "1a. tf.nn.sigmoid_cross_entropy_with_logits(labels=p, logits=logit_q), float32\n"
+        "    The example of a Q&A on TensorFlow's sigmoid and softmax cross-entropy:\n"
         f"    p = {fmt_list(SIGMOID_LABELS)}\n"
         f"    logit_q = {fmt_list(SIGMOID_LOGITS)}\n\n"
     )
-    header = ["element", "p", "logit_q", "TensorFlow (seed)", "logitloss"]
+    header = ["element", "p", "logit_q", TF_PRINTED, "logitloss"]
     header += ["exact", "TF ulp", "ours ulp"] if with_exact else []
     rows = []
     for (i, j), value in np.ndenumerate(ours):
@@ -135,8 +140,8 @@ def _sigmoid_row_sums(
 ) -> None:
     """``loss2 = reduce_sum(sigmoid_cross_entropy_with_logits(p, logit_q), 1)``."""
     out.write(
-        "    loss2 = reduce_sum(prob4, axis=1). The seed prints no value for it; the second\n"
-        "    column sums TensorFlow's printed row in float32.\n\n"
+        "    loss2 = reduce_sum(prob4, axis=1). The Q&A prints no value for it; the second\n"
+        "    column sums the row TensorFlow printed, in float32.\n\n"
     )
     tf_sums = np.array(TF_SIGMOID_PROB4, dtype=F32).sum(axis=1)
     header = ["row", "TensorFlow's row summed", "logitloss"]
@@ -155,16 +160,15 @@ def _sigmoid_row_sums(
 
 
 def _softmax_example(out: TextIO, with_exact: bool) -> None:
-    """Seed 001's two-class softmax example (``prob2``)."""
+    """The Q&A's (seed 001) two-class softmax example (``prob2``)."""
     labels = np.array(SOFTMAX_LABELS, dtype=F32)
     logits = np.array(SOFTMAX_LOGITS, dtype=F32)
     ours = softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     out.write(
-        "1b. tf.nn.softmax_cross_entropy_with_logits(labels=p, logits=logit_q), float32"
-        " (seed 001)\n"
-        "    TensorFlow printed [ 0.43748799  0.51301527  0.69314718]\n\n"
+        "1b. tf.nn.softmax_cross_entropy_with_logits(labels=p, logits=logit_q), float32\n"
+        "    The same Q&A; TensorFlow printed [ 0.43748799  0.51301527  0.69314718]\n\n"
     )
-    header = ["row", "p", "logit_q", "TensorFlow (seed)", "logitloss"]
+    header = ["row", "p", "logit_q", TF_PRINTED, "logitloss"]
     header += ["exact", "TF ulp", "ours ulp"] if with_exact else []
     rows = []
     for i, value in enumerate(ours):
@@ -200,7 +204,8 @@ def recover_logit(loss: float, z: float, q: float, iterations: int = 80) -> floa
 
 
 def recovered_logits() -> np.ndarray:
-    """Seed 000's unprinted random logits, recovered from its printed output, as float32."""
+    """The tutorial's (seed 000) unprinted random logits, recovered from its printed output,
+    as float32."""
     return np.array(
         [
             [recover_logit(float(t), z, WEIGHTED_POS_WEIGHT) for t, z in zip(row, zs, strict=True)]
@@ -211,22 +216,22 @@ def recovered_logits() -> np.ndarray:
 
 
 def _weighted_example(out: TextIO, with_exact: bool) -> None:
-    """Seed 000: each printed value reproduced at the logit recovered from it."""
+    """The tutorial (seed 000): each printed value reproduced at the logit recovered from it."""
     logits = recovered_logits()
-    # TensorFlow 1's spelling `targets=`, as in the seed.
+    # TensorFlow 1's spelling `targets=`, as in the tutorial.
     ours = weighted_cross_entropy_with_logits(
         logits=logits, targets=WEIGHTED_TARGETS, pos_weight=WEIGHTED_POS_WEIGHT
     )
     out.write(
         "1c. tf.nn.weighted_cross_entropy_with_logits(logits=input_data, targets=...,\n"
-        "                                             pos_weight=2.0), float32 (seed 000)\n"
-        "    The seed's logits were np.random.rand(3, 3) and are not printed: each logit x is\n"
-        "    recovered from its printed loss by bisection on [0, 1) (float64, then rounded to\n"
-        "    float32), and logitloss is evaluated at that x with TensorFlow 1's spelling\n"
-        "    `targets=`, as in the seed.\n"
+        "                                             pos_weight=2.0), float32\n"
+        "    The example of a tutorial on this function. Its logits were np.random.rand(3, 3)\n"
+        "    and are not printed: each logit x is recovered from its printed loss by bisection\n"
+        "    on [0, 1) (float64, then rounded to float32), and logitloss is evaluated at that x\n"
+        "    with TensorFlow 1's spelling `targets=`, as in the tutorial.\n"
         "    diff: logitloss minus the printed value, in float32 ULPs.\n\n"
     )
-    header = ["element", "target", "x (recovered)", "TensorFlow (seed)", "logitloss", "diff ulp"]
+    header = ["element", "target", "x (recovered)", TF_PRINTED, "logitloss", "diff ulp"]
     header += ["exact at x", "ours ulp"] if with_exact else []
     rows = []
     for (i, j), value in np.ndenumerate(ours):
@@ -374,14 +379,14 @@ def _failure_table(out: TextIO, with_exact: bool) -> None:
 
 
 def run_demo(out: TextIO) -> None:
-    """Write the demo: the seed examples (part 1) and where the formulas fail (part 2)."""
+    """Write the demo: the published examples (part 1) and where the formulas fail (part 2)."""
     with_exact = exact_available()
     out.write(f"logitloss {__version__}: TensorFlow's documented outputs beside logitloss's\n")
     if with_exact:
         out.write("(ulp: error in units in the last place of float32 against the exact loss)\n\n")
     else:
         out.write("(install mpmath for the exact losses and the errors in ULPs)\n\n")
-    out.write("1. The seed examples, with the outputs TensorFlow printed there\n\n")
+    out.write("1. Published TensorFlow examples, beside the outputs TensorFlow printed there\n\n")
     _sigmoid_example(out, with_exact)
     _softmax_example(out, with_exact)
     _weighted_example(out, with_exact)
