@@ -287,13 +287,14 @@ def softmax_loss(
 
     The kernel version of ``_reference.softmax`` (formula: ``_formulas.softmax_loss``): float16,
     bfloat16 and float32 within 1 ULP of the exact value, float64 within a few ULP, the exact
-    limits at infinite logits, NaN for rows without a limit. ``z`` must have ``x``'s shape (it
-    is cast to ``x``'s dtype); ``out``, if given, a writeable array of ``x``'s dtype and the
-    loss's shape (``x.shape`` without ``axis``). Returns ``out`` or a new array.
+    limits at infinite logits, NaN for rows without a limit. ``z`` must broadcast to ``x``'s
+    shape (it is cast to ``x``'s dtype; one row of labels shared by every row is read in
+    place); ``out``, if given, a writeable array of ``x``'s dtype (or float64) and the loss's
+    shape (``x.shape`` without ``axis``). Returns ``out`` or a new array.
     """
     fn = "softmax_loss"
     x, axis = _softmax_logits(fn, x, axis)
-    z = _operand(fn, "labels", z, x, elementwise=True)
+    z = _soft_labels(fn, z, x)
     out = _output(fn, "out", out, x.dtype, _loss_shape(x, axis), wide_ok=True)
     loss, _ = _softmax_run(x, z, None, axis, None, out, None, want_loss=True, want_grad=False)
     return loss
@@ -314,7 +315,7 @@ def softmax_grad_logits(
     """
     fn = "softmax_grad_logits"
     x, axis = _softmax_logits(fn, x, axis)
-    z = _operand(fn, "labels", z, x, elementwise=True)
+    z = _soft_labels(fn, z, x)
     upstream = _per_row(fn, upstream, x, axis)
     out = _output(fn, "out", out, x.dtype, x.shape)
     _, grad = _softmax_run(x, z, None, axis, upstream, None, out, want_loss=False, want_grad=True)
@@ -326,7 +327,7 @@ def softmax_loss_and_grad(x: np.ndarray, z: Any, axis: int = -1) -> tuple[np.nda
     read once for both (the caller multiplies the gradient by its upstream later)."""
     fn = "softmax_loss_and_grad"
     x, axis = _softmax_logits(fn, x, axis)
-    z = _operand(fn, "labels", z, x, elementwise=True)
+    z = _soft_labels(fn, z, x)
     ones = _per_row(fn, None, x, axis)
     loss, grad = _softmax_run(x, z, None, axis, ones, None, None, want_loss=True, want_grad=True)
     return loss, grad
@@ -434,6 +435,12 @@ def _per_row(fn: str, upstream: Any, x: np.ndarray, axis: int) -> np.ndarray:
         raise ValueError(
             f"{fn}: upstream of shape {a.shape} must broadcast to the loss's shape {shape}"
         ) from None
+
+
+def _soft_labels(fn: str, z: Any, x: np.ndarray) -> np.ndarray:
+    """Soft labels of ``x``'s dtype broadcast to ``x``'s shape: a view, so labels shared along
+    the batch (a class-weight row for label smoothing) are read with a zero row stride."""
+    return np.broadcast_to(_operand(fn, "labels", z, x, elementwise=False), x.shape)
 
 
 def _integer_labels(fn: str, labels: Any, x: np.ndarray) -> np.ndarray:
