@@ -68,7 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--logits",
         required=True,
         metavar="PATH[:KEY]",
-        help=".npy, .npz member, or CSV/Parquet columns (comma-separated)",
+        help=".npy, .npz member, or CSV/Parquet columns (comma-separated names or patterns such "
+        "as logit_*); without KEY in the labels' own file: every column but the labels'",
     )
     parser.add_argument(
         "--labels", required=True, metavar="PATH[:KEY]", help="labels, same forms as --logits"
@@ -79,7 +80,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="Q[,Q2,...]",
         help="weighted: one pos_weight, or one per class",
     )
-    parser.add_argument("--axis", type=int, default=-1, help="softmax: the class axis")
+    parser.add_argument("--axis", type=int, default=None,
+                        help="softmax, sparse: the logits' class axis (default: the last; not 0, "
+                             "the rows)")  # fmt: skip
     parser.add_argument(
         "--out",
         type=Path,
@@ -178,11 +181,12 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "local" and args.scheduler is not None:
         raise _files.DataError("--scheduler: needs --engine dask (it was --engine local)")
     engine = "dask" if args.scheduler is not None else (args.engine or "local")
-    logits = _files.load(args.logits)
-    labels = _files.load(args.labels)
+    _check_before_work(args, engine)
+    logits, labels = _files.load_inputs(args.logits, args.labels)
+    logits, labels = _classes_last(args, logits, labels)
     options = dict(
         pos_weight=args.pos_weight,
-        axis=args.axis,
+        axis=-1,  # _classes_last moved --axis there
         chunk_rows=args.chunk_rows,
         progress=_Progress(not args.quiet),
         names=(args.logits, args.labels),
@@ -202,6 +206,75 @@ def run(args: argparse.Namespace) -> int:
     summary = result.as_dict()
     print(json.dumps(_json_ready(summary)) if args.json else _format(summary))
     return 0
+
+
+def _check_before_work(args: argparse.Namespace, engine: str) -> None:
+    """The optional packages the inputs, ``--out`` and the engine need, and ``--out``'s type and
+    directory: refused now, in one line, rather than after the inputs were read."""
+    from ._files import check_output, require, split_spec
+
+    if engine == "dask":
+        require("distributed", "--scheduler" if args.scheduler is not None else "--engine dask")
+    for option, spec in (("--logits", args.logits), ("--labels", args.labels)):
+        path, _ = split_spec(spec)
+        suffix = path.suffix.lower()
+        if suffix == ".zarr":
+            require("zarr", f"{option} {path}")
+        elif suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
+            require("pyarrow.parquet", f"{option} {path}")
+    if args.out is not None:
+        check_output(args.out)
+        if args.out.suffix.lower() == ".parquet":
+            require("pyarrow.parquet", f"--out {args.out}")
+
+
+def _classes_last(args: argparse.Namespace, logits: Any, labels: Any) -> tuple[Any, Any]:
+    """The inputs with ``--axis`` of the logits moved last (softmax: of the labels too).
+
+    The sparse loss takes its classes on the last axis only, so both losses are computed there;
+    ``np.moveaxis`` keeps the other axes in order, so the losses have the shape the library's
+    ``axis=`` gives. Lazy sources move the axis of each slice of rows as it is read.
+    """
+    from ._files import DataError
+
+    if args.axis is None:
+        return logits, labels
+    if args.loss not in ("softmax", "sparse"):
+        raise DataError(
+            f"--axis {args.axis}: only softmax and sparse have a class axis, not "
+            f"{args.loss} (drop --axis)"
+        )
+    ndim = logits.ndim
+    if not -ndim <= args.axis < ndim:
+        raise DataError(
+            f"--axis {args.axis}: {args.logits} has {ndim} axes (shape {tuple(logits.shape)})"
+        )
+    axis = args.axis % ndim
+    if axis == 0:
+        raise DataError(
+            f"--axis {args.axis}: axis 0 of {args.logits} is its rows; the classes "
+            f"must be on another axis (shape {tuple(logits.shape)})"
+        )
+    if axis == ndim - 1:
+        return logits, labels
+    if args.loss == "softmax":
+        if tuple(labels.shape) != tuple(logits.shape):  # said before moving, in the files' shapes
+            raise DataError(
+                f"{args.labels}: shape {tuple(labels.shape)} differs from logits "
+                f"{tuple(logits.shape)}"
+            )
+        labels = _move(labels, axis)
+    return _move(logits, axis), labels
+
+
+def _move(array: Any, axis: int) -> Any:
+    """``array`` with ``axis`` last: a view of an in-memory array (the Dask engine scatters it
+    once), a lazy wrapper of a source on disk."""
+    from ._sources import MovedAxis
+
+    if isinstance(array, np.ndarray):
+        return np.moveaxis(array, axis, -1)
+    return MovedAxis(array, axis)
 
 
 def _dask_evaluator(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:

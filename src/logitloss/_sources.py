@@ -10,6 +10,7 @@ use, which a Dask worker's memory limit would count against it.
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -120,26 +121,43 @@ class NpyStack(_Rows):
         return data.reshape(stop - start, *shape[1:])
 
 
-def _columns(path: Path, key: str | None, available: list[str]) -> list[str]:
-    """The column names of ``KEY`` (all columns without one); unknown names are a DataError."""
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def _columns(path: Path, key: str | list[str] | None, available: list[str]) -> list[str]:
+    """The column names of ``KEY`` (all columns without one).
+
+    ``KEY`` is a comma-separated list of names or fnmatch patterns (``logit_*``); a pattern
+    stands for the columns it matches, in the file's order. A list holds exact names (already
+    resolved). A name that is not a column, or a pattern that matches none, is a DataError
+    listing the columns.
+    """
     if key is None:
         return available
-    wanted = [name.strip() for name in key.split(",")]
-    missing = [name for name in wanted if name not in available]
-    if missing:
-        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(available)})")
+    exact = isinstance(key, list)
+    wanted: list[str] = []
+    for item in key if exact else (name.strip() for name in key.split(",")):
+        if item in available:  # an exact name wins, even one with * in it
+            wanted.append(item)
+            continue
+        if exact or GLOB_CHARACTERS.isdisjoint(item):
+            raise DataError(f"{path}: no column {item!r} (columns: {', '.join(available)})")
+        matched = [name for name in available if fnmatch.fnmatchcase(name, item)]
+        if not matched:
+            raise DataError(f"{path}: no column matches {item!r} (columns: {', '.join(available)})")
+        wanted += matched
     return wanted
 
 
 class ParquetSource(_Rows):
     """Columns of a Parquet file, or of a directory of them (a dataset), read by row group."""
 
-    def __init__(self, path: Path, key: str | None) -> None:
+    def __init__(self, path: Path, key: str | list[str] | None) -> None:
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise DataError(
-                f"{path}: reading Parquet needs pyarrow (pip install pyarrow)"
+                f"{path}: reading Parquet needs pyarrow (pip install 'logitloss[cli]')"
             ) from None
         self.name = str(path)
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
@@ -153,7 +171,7 @@ class ParquetSource(_Rows):
                 raise DataError(f"{file}: cannot read it ({error})") from None
             available = meta.schema.to_arrow_schema().names
             names = _columns(file, key, available) if names is None else names
-            _columns(file, ",".join(names), available)
+            _columns(file, names, available)  # every file of a dataset has the columns
             for group in range(meta.num_row_groups):
                 self.groups.append((str(file), group))
                 sizes.append(meta.row_group(group).num_rows)
@@ -196,7 +214,9 @@ class ZarrSource(_Rows):
         try:
             import zarr
         except ImportError:
-            raise DataError(f"{self.path}: reading Zarr needs zarr (pip install zarr)") from None
+            raise DataError(
+                f"{self.path}: reading Zarr needs zarr (pip install 'logitloss[dask]')"
+            ) from None
         try:
             node = zarr.open(self.path, mode="r")
             if self.key is not None:
@@ -220,3 +240,31 @@ class ZarrSource(_Rows):
             raise DataError(
                 f"{self.name}: cannot read rows {lo + start}:{lo + stop} ({error})"
             ) from None
+
+
+class MovedAxis:
+    """A source (or array) seen with its axis ``axis`` moved last, as ``np.moveaxis`` would.
+
+    ``logitloss eval --axis`` computes along the last axis (the sparse loss has no other), so
+    the class axis of N-D logits is moved there one slice of rows at a time; the rows (axis 0)
+    stay first. Small and picklable like the sources it wraps, for the Dask engine.
+    """
+
+    def __init__(self, source: Any, axis: int) -> None:
+        if not 0 < axis < source.ndim:
+            raise ValueError(f"axis {axis} is not one of 1..{source.ndim - 1}")
+        self.source, self.axis = source, axis
+        self.name = getattr(source, "name", "array")
+        shape = tuple(source.shape)
+        self.shape = (*shape[:axis], *shape[axis + 1 :], shape[axis])
+        self.dtype = np.dtype(source.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.moveaxis(np.asarray(self.source[rows]), self.axis, -1)

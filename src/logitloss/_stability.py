@@ -245,12 +245,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Sweep, print the table (or JSON), write the plot if asked; 0 on success."""
-    try:
-        import mpmath  # noqa: F401
-    except ImportError:
-        from ._files import DataError
+    from ._files import check_output, require
 
-        raise DataError("stability needs mpmath (pip install mpmath)") from None
+    # Everything the run needs, checked before the sweep's seconds of mpmath, not after them.
+    require("mpmath", "logitloss stability")
+    if args.plot is not None:
+        check_output(args.plot, (".png",))
+        require("matplotlib", "--plot")
     result = sweep(args.dtype)
     if args.plot is not None:
         plot(result, args.plot)

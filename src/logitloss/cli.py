@@ -88,9 +88,11 @@ def _configure_bench(parser: argparse.ArgumentParser) -> None:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from . import _bench
-    from ._files import DataError
+    from ._files import DataError, require
 
     try:
+        if args.plot is not None:  # before minutes of timing, not after
+            require("matplotlib", "--plot")
         return _bench.run(args)
     except DataError as error:
         raise CommandError(str(error)) from None
