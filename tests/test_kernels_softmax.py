@@ -460,8 +460,14 @@ def test_argument_errors(data: tuple[np.ndarray, np.ndarray]) -> None:
         _kernels.softmax_loss(x.astype(np.int32), z)
     with pytest.raises(TypeError, match="softmax_loss_and_grad: logits must be a NumPy array"):
         _kernels.softmax_loss_and_grad([1.0], [1.0])
-    with pytest.raises(ValueError, match=r"softmax_loss: labels must have the logits' shape"):
-        _kernels.softmax_loss(x, z[0])
+    with pytest.raises(ValueError, match=r"softmax_loss: labels of shape \(5, 9\) must "
+                                         r"broadcast to the logits' shape"):  # fmt: skip
+        _kernels.softmax_loss(x, z[0, :5])
+    # Labels that broadcast are read as broadcast (one row for every row: a zero stride).
+    np.testing.assert_array_equal(
+        _kernels.softmax_loss(x, z[0]),
+        _kernels.softmax_loss(x, np.broadcast_to(z[0], x.shape).copy()),
+    )
     with pytest.raises(ValueError, match=r"softmax_grad_logits: axis 3 is out of range"):
         _kernels.softmax_grad_logits(x, z, axis=3)
     with pytest.raises(ValueError, match=r"softmax_grad_logits: upstream of shape \(5,\) must "

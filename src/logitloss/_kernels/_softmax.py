@@ -80,6 +80,25 @@ def _exp_diff(v, m, exact, precise, subnormal):  # type: ignore[no-untyped-def]
     return hi, e, overflow
 
 
+# Classes summed per block: inside a block the sums are vectorised (reassociated) running sums
+# of at most _BLOCK / lanes terms each, and the blocks' sums are added with Knuth's two-sum, so
+# a row's sums keep about one rounding error whatever its length (a plain running sum over
+# 20 000 classes lost hundreds of float64 ULP). Measured as fast as the single loop (2^20
+# float64 exponentials: 1.9 vs 2.3 ns each), and the same block boundaries for every row
+# blocking and thread count: the results do not depend on either.
+_BLOCK = 256
+
+
+@njit(**_INLINE)
+def _accumulate(hi, lo, value):  # type: ignore[no-untyped-def]
+    """``(hi, lo)`` plus ``value``, the rounding error kept in ``lo`` (two-sum); an infinite or
+    NaN sum keeps ``hi`` as it is (its error term would be NaN)."""
+    total = hi + value
+    virtual = total - hi
+    error = (hi - (total - virtual)) + (value - virtual)
+    return total, lo + (error if abs(total) < _INF else 0.0)
+
+
 @njit(**_INLINE)
 def _soft_sums(xs, zs, m, exact, precise, subnormal):  # type: ignore[no-untyped-def]
     """Pass 2 for soft labels: ``(small_tail, ties, S, D, zn, first)``.
@@ -87,48 +106,62 @@ def _soft_sums(xs, zs, m, exact, precise, subnormal):  # type: ignore[no-untyped
     ``small_tail``: sum of ``e`` below the maximum; ``ties``: entries equal to it; ``S``: sum
     of the labels; ``D``: sum of ``z_j (m - x_j) >= 0`` (0 where ``z_j = 0``, also against an
     infinite logit; the reference's halves where ``x_j - m`` overflows); ``zn``: sum of the
-    labels below the maximum; ``first``: index of the first maximum (``cols`` if none)."""
-    small_tail = 0.0
+    labels below the maximum; ``first``: index of the first maximum (``cols`` if none). Each
+    sum compensated across blocks of :data:`_BLOCK` classes."""
+    tail_hi = tail_lo = total_hi = total_lo = gaps_hi = gaps_lo = below_hi = below_lo = 0.0
     ties = 0.0
-    total = 0.0
-    gaps = 0.0
-    below = 0.0
     n = xs.size
     # The first maximum's index as a float64 minimum (exact below 2^53): an integer index
     # reduction through a select is not one LLVM vectorises.
     first = np.float64(n)
-    for j in range(n):
-        v = np.float64(xs[j])
-        zj = np.float64(zs[j])
-        hi, e, overflow = _exp_diff(v, m, exact, precise, subnormal)
-        is_max = v == m
-        small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
-        ties = add_reassoc(ties, 1.0 if is_max else 0.0)
-        total = add_reassoc(total, zj)
-        below = add_reassoc(below, 0.0 if is_max else zj)
-        gap = 2.0 * (zj * (0.5 * m - 0.5 * v)) if overflow else zj * -hi
-        gaps = add_reassoc(gaps, 0.0 if zj == 0.0 else gap)
-        first = min_nan(first, np.float64(j) if is_max else np.float64(n))
-    return small_tail, ties, total, gaps, below, int(first)
+    for start in range(0, n, _BLOCK):
+        bx = xs[start : min(n, start + _BLOCK)]
+        bz = zs[start : min(n, start + _BLOCK)]
+        small_tail = 0.0
+        total = 0.0
+        gaps = 0.0
+        below = 0.0
+        for j in range(bx.size):
+            v = np.float64(bx[j])
+            zj = np.float64(bz[j])
+            hi, e, overflow = _exp_diff(v, m, exact, precise, subnormal)
+            is_max = v == m
+            small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
+            ties = add_reassoc(ties, 1.0 if is_max else 0.0)
+            total = add_reassoc(total, zj)
+            below = add_reassoc(below, 0.0 if is_max else zj)
+            gap = 2.0 * (zj * (0.5 * m - 0.5 * v)) if overflow else zj * -hi
+            gaps = add_reassoc(gaps, 0.0 if zj == 0.0 else gap)
+            first = min_nan(first, np.float64(start + j) if is_max else np.float64(n))
+        tail_hi, tail_lo = _accumulate(tail_hi, tail_lo, small_tail)
+        total_hi, total_lo = _accumulate(total_hi, total_lo, total)
+        gaps_hi, gaps_lo = _accumulate(gaps_hi, gaps_lo, gaps)
+        below_hi, below_lo = _accumulate(below_hi, below_lo, below)
+    return (
+        tail_hi + tail_lo, ties, total_hi + total_lo, gaps_hi + gaps_lo, below_hi + below_lo,
+        int(first),
+    )  # fmt: skip
 
 
 @njit(**_INLINE)
 def _sparse_sums(xs, m, exact, precise, subnormal):  # type: ignore[no-untyped-def]
     """Pass 2 for integer labels: ``(small_tail, ties, first)`` as :func:`_soft_sums`."""
-    small_tail = 0.0
+    tail_hi = tail_lo = 0.0
     ties = 0.0
     n = xs.size
-    # The first maximum's index as a float64 minimum (exact below 2^53): an integer index
-    # reduction through a select is not one LLVM vectorises.
     first = np.float64(n)
-    for j in range(n):
-        v = np.float64(xs[j])
-        _, e, _ = _exp_diff(v, m, exact, precise, subnormal)
-        is_max = v == m
-        small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
-        ties = add_reassoc(ties, 1.0 if is_max else 0.0)
-        first = min_nan(first, np.float64(j) if is_max else np.float64(n))
-    return small_tail, ties, int(first)
+    for start in range(0, n, _BLOCK):
+        bx = xs[start : min(n, start + _BLOCK)]
+        small_tail = 0.0
+        for j in range(bx.size):
+            v = np.float64(bx[j])
+            _, e, _ = _exp_diff(v, m, exact, precise, subnormal)
+            is_max = v == m
+            small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
+            ties = add_reassoc(ties, 1.0 if is_max else 0.0)
+            first = min_nan(first, np.float64(start + j) if is_max else np.float64(n))
+        tail_hi, tail_lo = _accumulate(tail_hi, tail_lo, small_tail)
+    return tail_hi + tail_lo, ties, int(first)
 
 
 @njit(**_INLINE)
