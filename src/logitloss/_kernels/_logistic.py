@@ -18,8 +18,10 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._math import LN3, add_reassoc, exp_expm1_nonpos, exp_nonpos, log1p_unit
+from .. import _formulas
+from ._math import LN3, add_reassoc, exp_expm1_nonpos, exp_nonpos, fma, log1p_unit
 
+_NAN = math.nan
 _OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
 
 
@@ -97,8 +99,9 @@ def loss_narrow(x: float, z: float, q: float) -> float:
 
 
 @njit(inline="always", error_model="numpy")
-def grad_element(x: float, z: float, q: float, subnormal: bool) -> float:
-    """``d/dx`` of the loss of one element; mirrors ``_formulas.logistic_grad_logits``.
+def grad_element(x: float, z: float, q: float, wide: bool) -> tuple[float, bool]:
+    """``d/dx`` of the loss of one element, and whether it lies next to the gradient's zero;
+    mirrors ``_formulas.logistic_grad_logits``.
 
     ``(1 - z) sigma(x) - q z sigma(-x)``, with ``l = (1 - z) + q z`` and ``s = e / (1 + e)``,
     ``e = e^-|x|``: ``(l/2) tanh(x/2) + ((1 - z) - q z)/2`` for ``|x| < ln 3``,
@@ -106,29 +109,126 @@ def grad_element(x: float, z: float, q: float, subnormal: bool) -> float:
 
     The float64-accurate ``exp`` in every dtype: the two terms cancel near the gradient's zero,
     which multiplies their relative error, so float32 results need float64-accurate terms too.
-    ``subnormal`` (float64 inputs) keeps ``e`` below ``e^-708``.
+    ``wide`` (float64 inputs) keeps ``e`` below ``e^-708`` and forms ``l s`` past ``|x| = 512``
+    as ``(l e^(512 - |x|)) e^-512`` (one rounding into the subnormal range). For narrow inputs
+    the flag says the result is below ``2^-22`` of its terms, where the float64 error (2^-53 of
+    the terms) may exceed half an ULP: the caller recomputes those with :func:`grad_near_zero`.
     """
     qz = q * z
     one_minus_z = 1.0 - z
     weight = one_minus_z + qz
     nonneg = x >= 0.0
     m = abs(x)
-    e, e_minus_one = exp_expm1_nonpos(-m, subnormal)
+    far = wide and m > _FAR
+    e, e_minus_one = exp_expm1_nonpos(_FAR - m if far else -m, wide)
     d = 1.0 + e
     s = e / d
+    weighted_s = (weight * e) * _EXP_NEG_FAR if far else weight * s
     # tanh(x/2) = sign(x) (1 - e) / (1 + e), with 1 - e formed without cancellation: a second
     # division costs less than a float64-accurate tanh polynomial (degree 10 in x^2, measured
     # 20 % slower for float32) and is about as accurate.
     tanh = -e_minus_one / d
     tanh = tanh if nonneg else -tanh
-    far = one_minus_z - weight * s if nonneg else weight * s - qz
+    outer = one_minus_z - weighted_s if nonneg else weighted_s - qz
     near_zero = (0.5 * weight) * tanh + 0.5 * (one_minus_z - qz)
-    return near_zero if m < LN3 else far
+    g = near_zero if m < LN3 else outer
+    if wide:
+        return g, False
+    return g, abs(g) < (_DEEP * weight) * s
 
 
 @njit(inline="always", error_model="numpy")
 def loss_element(x: float, z: float, q: float, wide: bool) -> float:
     return loss_wide(x, z, q) if wide else loss_narrow(x, z, q)
+
+
+# --- Double-float arithmetic: the gradient next to its zero (rare, scalar) ---------------------
+
+_DEEP = 2.0**-22
+_LOG2E = 1.4426950408889634
+_LN2_1, _LN2_2, _LN2_3 = _formulas._DD_LN2
+(_C2_HI, _C2_LO), (_C3_HI, _C3_LO), (_C4_HI, _C4_LO), (_C5_HI, _C5_LO) = _formulas._DD_TAYLOR
+_T6, _T7, _T8, _T9, _T10 = _formulas._TAYLOR_TAIL
+
+
+@njit(inline="always", error_model="numpy")
+def _two_prod(a: float, b: float) -> tuple[float, float]:
+    p = a * b
+    return p, fma(a, b, -p)
+
+
+@njit(inline="always", error_model="numpy")
+def _two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    v = s - a
+    return s, (a - (s - v)) + (b - v)
+
+
+@njit(inline="always", error_model="numpy")
+def _fast_two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    return s, b - (s - a)
+
+
+@njit(inline="always", error_model="numpy")
+def _dd_mul(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
+    p, e = _two_prod(ah, bh)
+    return _fast_two_sum(p, e + (ah * bl + al * bh))
+
+
+@njit(inline="always", error_model="numpy")
+def _dd_add(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
+    s, e = _two_sum(ah, bh)
+    return _fast_two_sum(s, e + (al + bl))
+
+
+@njit(inline="always", error_model="numpy")
+def exp_dd(a: float) -> tuple[float, float]:
+    """``e^a`` as a double-float, relative error about 2^-100 for ``-600 <= a <= 0``: the
+    reference's ``_formulas._exp_dd`` (same steps and constants) with FMA products."""
+    k = np.round(a * _LOG2E)
+    reduced = a - k * _LN2_1
+    p, p_err = _two_prod(k, _LN2_2)
+    r_hi, r_lo = _two_sum(reduced, -p)
+    r_hi, r_lo = _fast_two_sum(r_hi, r_lo - p_err - k * _LN2_3)
+    sh, sl = r_hi / 256.0, r_lo / 256.0
+    tail = _T9 + sh * _T10
+    tail = _T8 + sh * tail
+    tail = _T7 + sh * tail
+    tail = _T6 + sh * tail
+    ph, pl = _dd_mul(sh, sl, tail, 0.0)
+    ph, pl = _dd_add(ph, pl, _C5_HI, _C5_LO)
+    ph, pl = _dd_mul(sh, sl, ph, pl)
+    ph, pl = _dd_add(ph, pl, _C4_HI, _C4_LO)
+    ph, pl = _dd_mul(sh, sl, ph, pl)
+    ph, pl = _dd_add(ph, pl, _C3_HI, _C3_LO)
+    ph, pl = _dd_mul(sh, sl, ph, pl)
+    ph, pl = _dd_add(ph, pl, _C2_HI, _C2_LO)
+    ph, pl = _dd_mul(sh, sl, ph, pl)
+    ph, pl = _dd_add(ph, pl, 1.0, 0.0)
+    uh, ul = _dd_mul(sh, sl, ph, pl)
+    for _ in range(8):
+        vh, vl = _dd_add(uh, ul, 2.0, 0.0)
+        uh, ul = _dd_mul(uh, ul, vh, vl)
+    one_hi, one_lo = _fast_two_sum(1.0, uh)
+    scale = 2.0**k
+    return one_hi * scale, (one_lo + ul) * scale
+
+
+@njit(error_model="numpy")
+def grad_near_zero(x: float, z: float, q: float) -> float:
+    """``d/dx`` next to its zero: ``+-(R - P e) / (1 + e)``, ``e = e^-|x|``, the numerator in
+    double-float; mirrors ``_formulas._near_zero_logistic_grad``."""
+    nonneg = x >= 0.0
+    eh, el = exp_dd(-min(abs(x), 745.0))
+    ah, al = _two_sum(1.0, -z)
+    bh, bl = _two_prod(q, z)
+    rh, rl = (ah, al) if nonneg else (bh, bl)
+    ph, pl = (bh, bl) if nonneg else (ah, al)
+    peh, pel = _dd_mul(ph, pl, eh, el)
+    numerator, _ = _dd_add(rh, rl, -peh, -pel)
+    grad = numerator / (1.0 + eh)
+    return grad if nonneg else -grad
 
 
 # --- Tiles -------------------------------------------------------------------------------------
@@ -174,32 +274,59 @@ def _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row
     xs = x[row * xrs + c0 : row * xrs + c1]
     zs = z[row * zrs + c0 : row * zrs + c1]
     os = out[row * ors + c0 : row * ors + c1]
+    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
+    us = u[row * urs + c0 : row * urs + c1] if u_varies else u[row * urs : row * urs + 1]
     # Four copies of the loop, so that a constant pos_weight or upstream is a register, not a
-    # load (and the loops vectorise without a select on the layout).
+    # load (and the loops vectorise without a select on the layout). An element next to the
+    # gradient's zero (narrow inputs only) is stored as NaN and recomputed after the loop.
     if q_varies:
-        qs = q[row * qrs + c0 : row * qrs + c1]
         if u_varies:
-            us = u[row * urs + c0 : row * urs + c1]
             for j in range(xs.size):
-                g = grad_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
-                os[j] = g * np.float64(us[j])
+                g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+                os[j] = _NAN if d else g * np.float64(us[j])
         else:
-            uv = np.float64(u[row * urs])
+            uv = np.float64(us[0])
             for j in range(xs.size):
-                g = grad_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
-                os[j] = g * uv
+                g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+                os[j] = _NAN if d else g * uv
     else:
-        qv = np.float64(q[row * qrs])
+        qv = np.float64(qs[0])
         if u_varies:
-            us = u[row * urs + c0 : row * urs + c1]
             for j in range(xs.size):
-                g = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
-                os[j] = g * np.float64(us[j])
+                g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+                os[j] = _NAN if d else g * np.float64(us[j])
         else:
-            uv = np.float64(u[row * urs])
+            uv = np.float64(us[0])
             for j in range(xs.size):
-                g = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
-                os[j] = g * uv
+                g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+                os[j] = _NAN if d else g * uv
+    if not wide and _any_nan(os):
+        _fix_near_zero(xs, zs, qs, q_varies, us, u_varies, os)
+
+
+@njit(inline="always", error_model="numpy")
+def _any_nan(os):  # type: ignore[no-untyped-def]
+    """Whether a tile's output holds a NaN: the mark of an element next to the gradient's zero
+    (or a true NaN), a second pass over the tile while it is in cache, cheaper than a reduction
+    in the main loop (measured)."""
+    found = False
+    for j in range(os.size):
+        found |= os[j] != os[j]
+    return found
+
+
+@njit(error_model="numpy")
+def _fix_near_zero(xs, zs, qs, q_varies, us, u_varies, os):  # type: ignore[no-untyped-def]
+    """The marked (NaN) elements of a tile: next to the gradient's zero, recomputed in
+    double-float; the others (NaN inputs) recomputed as they were. Rare, scalar."""
+    for j in range(xs.size):
+        if os[j] == os[j]:
+            continue
+        xv, zv = np.float64(xs[j]), np.float64(zs[j])
+        qv = np.float64(qs[j] if q_varies else qs[0])
+        g, d = grad_element(xv, zv, qv, False)
+        g = grad_near_zero(xv, zv, qv) if d else g
+        os[j] = g * np.float64(us[j] if u_varies else us[0])
 
 
 @njit(parallel=True, **_OPTIONS)
@@ -232,18 +359,25 @@ def _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, c0, 
     zs = z[row * zrs + c0 : row * zrs + c1]
     ls = loss[row * lrs + c0 : row * lrs + c1]
     gs = grad[row * grs + c0 : row * grs + c1]
+    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
     if q_varies:
-        qs = q[row * qrs + c0 : row * qrs + c1]
         for j in range(xs.size):
             a, b, c = np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j])
             ls[j] = loss_element(a, b, c, wide)
-            gs[j] = grad_element(a, b, c, wide)
+            g, d = grad_element(a, b, c, wide)
+            gs[j] = _NAN if d else g
     else:
-        qv = np.float64(q[row * qrs])
+        qv = np.float64(qs[0])
         for j in range(xs.size):
             a, b = np.float64(xs[j]), np.float64(zs[j])
             ls[j] = loss_element(a, b, qv, wide)
-            gs[j] = grad_element(a, b, qv, wide)
+            g, d = grad_element(a, b, qv, wide)
+            gs[j] = _NAN if d else g
+    if not wide and _any_nan(gs):
+        _fix_near_zero(xs, zs, qs, q_varies, _ONE, False, gs)
+
+
+_ONE = np.ones(1)
 
 
 @njit(parallel=True, **_OPTIONS)

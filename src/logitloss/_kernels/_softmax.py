@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._logistic import _is_float64
-from ._math import add_reassoc, exp_nonpos, max_nan, min_nan
+from ._math import LN3, add_reassoc, exp_expm1_nonpos, exp_nonpos, max_nan, min_nan
 
 _OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
 _INLINE = {"inline": "always", "error_model": "numpy"}
@@ -196,12 +196,19 @@ def _sparse_loss(xs, label, m, small_tail, ties, exact):  # type: ignore[no-unty
     return log_sum - hi
 
 
+_TINY_GAP = 2.0**-20
+
+
 @njit(**_INLINE)
 def _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide):  # type: ignore[no-untyped-def]
     """Pass 3: ``scale * d loss / d x_j`` for a row with a limit; mirrors
     ``_formulas.softmax_grad_logits``: ``S e_j / (c + t) - z_j`` below the maximum and
     ``((S_j - z_j (c - 1)) - z_j t) / (c + t)`` at a maximum, ``S_j`` the sum of the other labels
-    (for the first maximum summed without it; ``S - z_j`` at the other maxima)."""
+    (for the first maximum summed without it; ``S - z_j`` at the other maxima).
+
+    A logit within ``2^-20`` of the maximum but not equal to it marks its entry NaN; a row with
+    a mark (rare) is then recomputed by :func:`_soft_grad_row_near`, with ``expm1`` for the
+    near entries, which keeps differences of logits that ``e^(x_j - m)`` rounds away."""
     n = xs.size
     others_first = below
     if ties > 1.0:
@@ -216,14 +223,74 @@ def _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, 
     for j in range(n):
         v = np.float64(xs[j])
         zj = np.float64(zs[j])
-        _, e, _ = _exp_diff(v, m, True, True, wide)
+        hi, e, _ = _exp_diff(v, m, True, True, wide)
         # S e / (c + t) - z as one fused multiply-add of S / (c + t): one rounding fewer than
         # the reference's, no division per element.
         elsewhere = share * e - zj
         others = others_first if j == first else total - zj
         at_max = ((others - zj * extra_ties) - zj * small_tail) * reciprocal
         g = at_max if v == m else elsewhere
+        gs[j] = _NAN if (hi < 0.0 and hi > -_TINY_GAP) else g * scale
+    if _any_nan(gs):
+        _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, wide)
+
+
+@njit(**_INLINE)
+def _any_nan(gs):  # type: ignore[no-untyped-def]
+    found = False
+    for j in range(gs.size):
+        found |= gs[j] != gs[j]
+    return found
+
+
+@njit(error_model="numpy")
+def _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, wide):  # type: ignore[no-untyped-def]
+    """The reference's formula with near entries (``x_j - m > -ln 3``) as ``1 + u_j``,
+    ``u_j = expm1(x_j - m)``: ``D = C + t + U`` (``C`` maxima and near entries, ``t`` the far
+    ``e``, ``U`` the near ``u``), numerators ``(S_j - z_j (C - 1)) - z_j (t + U)`` at a maximum,
+    ``((S - z_j C) + S u_j) - z_j (t + U)`` near, ``S e_j / D - z_j`` far. Scalar (rare)."""
+    n = xs.size
+    count = ties
+    far_tail = 0.0
+    near_tail = 0.0
+    small_tail = 0.0
+    for j in range(n):
+        v = np.float64(xs[j])
+        hi, e, _ = _exp_diff(v, m, True, True, wide)
+        if v == m:
+            continue
+        small_tail += e
+        if hi > -LN3:
+            count += 1.0
+            near_tail += _expm1_diff(v, m, hi)
+        else:
+            far_tail += e
+    rest = far_tail + near_tail
+    denominator = ties + small_tail
+    for j in range(n):
+        v = np.float64(xs[j])
+        zj = np.float64(zs[j])
+        hi, e, _ = _exp_diff(v, m, True, True, wide)
+        if v == m:
+            others = others_first if j == first else total - zj
+            num = (others - zj * (count - 1.0)) - zj * rest
+            g = num / denominator
+        elif hi > -LN3:
+            u = _expm1_diff(v, m, hi)
+            g = (((total - zj * count) + total * u) - zj * rest) / denominator
+        else:
+            g = (total * e) / denominator - zj
         gs[j] = g * scale
+
+
+@njit(**_INLINE)
+def _expm1_diff(v, m, hi):  # type: ignore[no-untyped-def]
+    """``e^(v - m) - 1`` for ``-ln 3 < v - m < 0``, with the two-sum error of ``hi``."""
+    virtual = hi - v
+    lo = (v - (hi - virtual)) + (-m - virtual)
+    lo = lo if abs(lo) < _INF else 0.0
+    e, u = exp_expm1_nonpos(hi, True)
+    return u + e * lo
 
 
 @njit(**_INLINE)
