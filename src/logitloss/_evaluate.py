@@ -4,8 +4,12 @@ The work is split in two so that both engines share it: :func:`plan` checks the 
 shapes, dtypes and ``--pos-weight`` once, and :func:`evaluate_block` checks one block of rows'
 labels (NaN, range, integrality), computes its losses with the public functions and summarises
 them (:class:`~logitloss._stats.Stats`, exact sums). :func:`evaluate` (the local engine) loops
-over blocks of rows; ``_dask_engine`` maps :func:`evaluate_block` over blocks on a cluster. The
-summaries merge exactly, so both give the same numbers for any chunking.
+over blocks of rows; ``_dask_engine`` maps :func:`evaluate_block` over blocks on a cluster.
+
+Both give the same numbers for any chunking, to the last bit: every block's losses are computed
+on one path, the kernels (``_kernel_path.kernel_path``: small blocks too, which would otherwise
+take the reference path, 1 ULP away on some rows), which compute each row on its own, so a
+row's loss does not depend on the block it is in; and the summaries merge exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _losses
+from . import _kernel_path, _losses
 from ._files import DataError
 from ._stats import Stats, column_stats, merge_all
 
@@ -166,7 +170,8 @@ def evaluate_block(
     """
     x, z = np.asarray(x), np.asarray(z)
     _check_labels(plan.kind, z, start, plan.num_classes, plan.names[1])
-    loss = np.asarray(_loss(plan.kind, x, z, plan.q, plan.axis))
+    with _kernel_path.kernel_path():  # one path for blocks of every size (module docstring)
+        loss = np.asarray(_loss(plan.kind, x, z, plan.q, plan.axis))
     columns = column_stats(loss if plan.multi_label else loss.reshape(-1, 1))
     per_class = columns if plan.multi_label else None
     return loss, Result(plan.kind, merge_all(columns), per_class)
@@ -204,10 +209,14 @@ def evaluate(
 
 
 def _loss(kind: str, x: np.ndarray, z: np.ndarray, q: Any, axis: int) -> np.ndarray:
+    """The per-row losses; labels cast without a copy where they already have the dtype (the
+    functions cast float labels to the logits' dtype themselves, copying only if they must)."""
     if kind == "sigmoid":
-        return _losses.sigmoid_cross_entropy_with_logits(z.astype(x.dtype), x)
+        return _losses.sigmoid_cross_entropy_with_logits(z.astype(x.dtype, copy=False), x)
     if kind == "weighted":
-        return _losses.weighted_cross_entropy_with_logits(z.astype(x.dtype), x, q)
+        return _losses.weighted_cross_entropy_with_logits(z.astype(x.dtype, copy=False), x, q)
     if kind == "softmax":
-        return _losses.softmax_cross_entropy_with_logits(z.astype(x.dtype), x, axis=axis)
-    return _losses.sparse_softmax_cross_entropy_with_logits(z.astype(np.int64), x)
+        return _losses.softmax_cross_entropy_with_logits(
+            z.astype(x.dtype, copy=False), x, axis=axis
+        )
+    return _losses.sparse_softmax_cross_entropy_with_logits(z.astype(np.int64, copy=False), x)

@@ -5,6 +5,8 @@ copy) of at least :data:`KERNEL_MIN` elements, when numba is installed. Everythi
 every call inside :func:`reference_path`, takes the array-API reference (``_reference``): JAX,
 Dask, CuPy, array-api-strict, GPU tensors, tensors inside ``torch.func`` transforms, and small
 arrays, for which importing numba (about 0.3 s, once per process) would cost more than the work.
+Inside :func:`kernel_path` NumPy arrays of every size take the kernels (``logitloss eval``: one
+path for every block, so the losses do not depend on the chunking).
 
 Nothing here happens at import: numba is looked for on the first large call.
 """
@@ -28,6 +30,9 @@ KERNEL_MIN = 1 << 14
 
 _FORCE_REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "logitloss_force_reference", default=False
+)
+_FORCE_KERNEL: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "logitloss_force_kernel", default=False
 )
 
 
@@ -59,6 +64,25 @@ def reference_path() -> Iterator[None]:
         yield
     finally:
         _FORCE_REFERENCE.reset(token)
+
+
+@contextlib.contextmanager
+def kernel_path() -> Iterator[None]:
+    """Compute the losses of NumPy arrays of every size in this block by the kernels.
+
+    Outside it, arrays under :data:`KERNEL_MIN` elements take the reference path, whose results
+    may differ from the kernels' by 1 ULP; a computation cut into blocks of different sizes (the
+    chunks of ``logitloss eval``) would then give results that depend on where the cuts fall.
+    Inside it every NumPy call goes to the kernels when numba is installed (without numba every
+    call takes the reference: also one path). :func:`reference_path` still wins where both are
+    in force. PyTorch tensors are not affected. Like :func:`reference_path`, a context variable:
+    the current thread (or asyncio task) only.
+    """
+    token = _FORCE_KERNEL.set(True)
+    try:
+        yield
+    finally:
+        _FORCE_KERNEL.reset(token)
 
 
 def forced_reference() -> bool:
@@ -102,7 +126,7 @@ def applies(x: Array) -> bool:
     if _FORCE_REFERENCE.get():
         return False
     if _is_numpy(x):
-        if x.size < KERNEL_MIN:
+        if x.size < KERNEL_MIN and not _FORCE_KERNEL.get():
             return False
     else:
         import array_api_compat
