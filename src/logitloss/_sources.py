@@ -242,7 +242,7 @@ class ZarrSource(_Rows):
             ) from None
 
 
-class MovedAxis:
+class MovedAxis(_Rows):
     """A source (or array) seen with its axis ``axis`` moved last, as ``np.moveaxis`` would.
 
     ``logitloss eval --axis`` computes along the last axis (the sparse loss has no other), so
@@ -258,13 +258,6 @@ class MovedAxis:
         shape = tuple(source.shape)
         self.shape = (*shape[:axis], *shape[axis + 1 :], shape[axis])
         self.dtype = np.dtype(source.dtype)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         return np.moveaxis(np.asarray(self.source[rows]), self.axis, -1)
