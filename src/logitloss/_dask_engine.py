@@ -9,8 +9,23 @@ numbers as the local engine, and their losses only when ``--out`` asks for them.
 
 Without ``--scheduler`` the command starts a ``LocalCluster`` of worker *processes* (one thread
 each): a memory limit is enforced per process, by the nanny, which a threaded cluster cannot do.
-Blocks default to 1/64 of the smallest worker memory limit, since a block's float64 temporaries
-take several times its size.
+
+A worker's memory, measured (``tests/test_eval_dask.py``, 2 workers of 320 MiB, float32 sigmoid
+losses of 4 classes, 5 MiB blocks): about 180 MiB before any block, numba and its compiled
+kernels loaded from numba's on-disk cache (60 MiB for an idle worker), and the block's arrays
+on top. So
+
+- a task holds its block's logits and labels and their losses (blocks default to 1/64 of the
+  smallest worker memory limit), no copy of the labels, no float64 temporaries of block size;
+- the kernels run single-threaded in the ``LocalCluster``'s workers (``NUMBA_NUM_THREADS=1``,
+  as Dask sets ``OMP_NUM_THREADS=1``): the cluster's parallelism is its processes, and numba's
+  thread pool and its parallel kernels would add 50 MiB to each worker;
+- the client evaluates a few rows itself before mapping the blocks: that compiles the kernels
+  once, into numba's cache, which the workers on the same machine then load. Compiling them in
+  a worker instead (a fresh install) took that worker to 235-260 MiB and kept it there, above
+  the 80 % at which Dask pauses a 320 MiB worker once a block is added;
+- each block's result is released on the workers as soon as the client has it (with ``--out``
+  it holds the block's losses).
 """
 
 from __future__ import annotations
@@ -28,6 +43,10 @@ from ._files import DataError
 
 # A block's logits take at most this fraction of a worker's memory limit.
 BLOCK_FRACTION = 64
+# The LocalCluster's workers: one thread each, the kernels' too (module docstring).
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1"}
+# Rows the client evaluates itself first, to compile the kernels before the workers need them.
+WARM_UP_ROWS = 8
 
 
 @contextlib.contextmanager
@@ -55,6 +74,7 @@ def connect(
         memory_limit=worker_memory,
         dashboard_address=None,
         silence_logs=logging.ERROR,
+        env=WORKER_ENV,
     )
     with cluster, Client(cluster) as client:
         yield client
@@ -100,6 +120,9 @@ def evaluate_dask(
     result = job.empty(logits.shape[1] if job.multi_label else 0)
     rows = len(logits)
     # In-memory arrays (.npz, CSV) go to the cluster once; lazy sources travel as paths.
+    # Compiles the kernels here (or loads them from numba's cache) before any worker needs them:
+    # the workers on this machine then load them from the cache, which takes less memory.
+    evaluate_block(job, logits[:WARM_UP_ROWS], labels[:WARM_UP_ROWS], 0)
     inputs = [client.scatter(a) if isinstance(a, np.ndarray) else a for a in (logits, labels)]
     bounds = list(chunks(rows, chunk_rows or block_rows(client, logits)))
     futures = client.map(
@@ -112,9 +135,17 @@ def evaluate_dask(
         keep=sink is not None,
         pure=False,
     )
+    # Only the futures still running are held here (and cancelled on an error): a finished
+    # block's future is released at once, so its result (with --out, its losses) leaves the
+    # worker's memory instead of staying there until the end of the run.
+    running = {future.key: future for future in futures}
+    completed = as_completed(futures, with_results=True)
+    del futures
     done = 0
     try:
-        for _, (start, stop, loss, part) in as_completed(futures, with_results=True):
+        for future, (start, stop, loss, part) in completed:
+            del running[future.key]
+            future.release()
             result = result.merge(part)
             if sink is not None:
                 sink(start, loss)
@@ -122,7 +153,7 @@ def evaluate_dask(
             if progress is not None:
                 progress(done, rows)
     finally:
-        client.cancel(futures)
+        client.cancel(list(running.values()))
     return result
 
 
