@@ -10,22 +10,23 @@ numbers as the local engine, and their losses only when ``--out`` asks for them.
 Without ``--scheduler`` the command starts a ``LocalCluster`` of worker *processes* (one thread
 each): a memory limit is enforced per process, by the nanny, which a threaded cluster cannot do.
 
-A worker's memory, measured (``tests/test_eval_dask.py``, 2 workers of 320 MiB, float32 sigmoid
-losses of 4 classes, 5 MiB blocks): about 180 MiB before any block, numba and its compiled
-kernels loaded from numba's on-disk cache (60 MiB for an idle worker), and the block's arrays
-on top. So
+A worker's memory, measured (``tests/test_eval_dask.py``: 2 workers of 320 MiB, float32 sigmoid
+losses of 4 classes, 5 MiB blocks): 60 MiB idle, about 180 MiB once numba and the kernels are
+loaded from numba's on-disk cache, 15-20 MiB more while a block runs (peaks of 210-217 MiB,
+whatever the dataset's size). Kernels compiled in the worker itself (a fresh install, an empty
+cache) took it to 235 MiB (serial kernels) or 260 MiB (serial and parallel) and kept it there:
+above the 80 % at which Dask pauses a 320 MiB worker once a block is added. So
 
 - a task holds its block's logits and labels and their losses (blocks default to 1/64 of the
-  smallest worker memory limit), no copy of the labels, no float64 temporaries of block size;
-- the kernels run single-threaded in the ``LocalCluster``'s workers (``NUMBA_NUM_THREADS=1``,
-  as Dask sets ``OMP_NUM_THREADS=1``): the cluster's parallelism is its processes, and numba's
-  thread pool and its parallel kernels would add 50 MiB to each worker;
+  smallest worker memory limit): no copy of the labels, no float64 temporaries of block size;
 - the client evaluates a few rows itself before mapping the blocks: that compiles the kernels
-  once, into numba's cache, which the workers on the same machine then load. Compiling them in
-  a worker instead (a fresh install) took that worker to 235-260 MiB and kept it there, above
-  the 80 % at which Dask pauses a 320 MiB worker once a block is added;
+  once, into numba's cache, and the workers on the same machine load them from there;
+- the ``LocalCluster``'s workers run the kernels single-threaded (``NUMBA_NUM_THREADS=1``, as
+  Dask sets ``OMP_NUM_THREADS=1``): the serial kernels, the ones the client's few rows compiled
+  (a block of 65 536 logits or more would take the parallel ones, compiled in the worker), and
+  no threads competing with the other workers' processes for the cores;
 - each block's result is released on the workers as soon as the client has it (with ``--out``
-  it holds the block's losses).
+  it holds the block's losses, which would otherwise stay until the end of the run).
 """
 
 from __future__ import annotations
