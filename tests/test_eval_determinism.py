@@ -32,8 +32,6 @@ import pytest
 from logitloss import _dask_engine, _evaluate, _kernel_path
 from logitloss.cli import main
 
-pytest.importorskip("numba")
-
 ROWS, CLASSES = 1700, 40
 CHUNKS = (None, 1500, 300, 7, 1)  # None: the default (one block here)
 OUT_CHUNKS = CHUNKS[:-1]  # 1-row blocks for the summaries only (the slowest: 1700 blocks)
@@ -126,14 +124,15 @@ def test_per_row_losses_are_bit_identical_across_chunkings(
 
 
 def test_one_path_for_every_block_size() -> None:
-    """Inside ``kernel_path`` NumPy arrays of every size go to the kernels; ``reference_path``
+    """Inside ``kernel_path`` NumPy arrays of every size go to the kernels (with numba installed;
+    without it everything takes the reference path, also one path); ``reference_path``
     still wins, and outside both the threshold holds. ``evaluate_block`` uses it: a block of a
     few rows gives the rows' losses of a large block (the comparison fails on the reference
     path, 1 ULP away on some of these rows)."""
     small = np.zeros(8, np.float32)
     assert not _kernel_path.applies(small)
     with _kernel_path.kernel_path():
-        assert _kernel_path.applies(small)
+        assert _kernel_path.applies(small) == _kernel_path._numba_installed()  # else: reference
         with _kernel_path.reference_path():
             assert not _kernel_path.applies(small)
     assert not _kernel_path.applies(small)
@@ -181,6 +180,7 @@ np.savez(sys.argv[1], **{name: np.asarray(v) for name, v in results.items()})
 
 
 def test_kernels_bit_identical_for_one_and_two_threads(tmp_path: Path) -> None:
+    pytest.importorskip("numba")
     results = {}
     for threads in (1, 2):
         env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
