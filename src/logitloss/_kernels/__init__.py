@@ -150,8 +150,7 @@ def logistic_loss_sum(
         kernel = _runtime.pick(
             _logistic.sum_serial, _logistic.sum_parallel, piece.rows * piece.cols
         )
-        parallel = kernel is _logistic.sum_parallel
-        tiles = piece.rows * (-(-piece.cols // _runtime.TILE) if parallel else 1)
+        tiles = piece.rows * -(-piece.cols // _runtime.TILE)
         partial = np.empty((tiles, 2), np.float64)
         logits, labels, pos, *weights = piece.operands
         wargs = (None, 0, False) if plain else (

@@ -476,9 +476,14 @@ def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, 
 
 @njit(**_OPTIONS)
 def sum_serial(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """:func:`sum_parallel` on the calling thread, one partial sum per row."""
+    """:func:`sum_parallel` on the calling thread, the same tiles (so the same partial sums and
+    the same result for any thread count)."""
     wide = _is_float64(x)
-    for row in range(rows):
-        out[row, 0], out[row, 1] = _sum_tile(
-            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, 0, cols, wide
+    per_row = (cols + tile - 1) // tile
+    for t in range(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        out[t, 0], out[t, 1] = _sum_tile(
+            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide
         )
