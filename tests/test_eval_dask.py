@@ -269,7 +269,6 @@ def _stacks(root: Path) -> dict[int, tuple[Path, Path]]:
     return stacks
 
 
-@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")  # the module's cluster has it
 def test_worker_memory_does_not_grow_with_the_data(tmp_path: Path, capsys) -> None:
     """Datasets of 3x and 6x a worker's 320 MiB limit (.npy stacks, sigmoid, float32, 4
     classes): each worker's peak resident memory (sampled every 5 ms) is the same for both,

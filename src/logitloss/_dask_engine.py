@@ -73,7 +73,8 @@ def connect(
         threads_per_worker=1,
         processes=True,
         memory_limit=worker_memory,
-        dashboard_address=None,
+        # A free port: None means 8787, which a second cluster finds taken (and warns).
+        dashboard_address=":0",
         silence_logs=logging.ERROR,
         env=WORKER_ENV,
     )
