@@ -19,7 +19,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .. import _formulas
-from ._math import LN3, add_reassoc, exp_expm1_nonpos, exp_nonpos, fma, log1p_unit
+from ._math import LN3, add_reassoc, exp_expm1_nonpos, exp_nonpos, fma, log1p_unit, two_sum
 
 _NAN = math.nan
 _OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
@@ -158,13 +158,6 @@ def _two_prod(a: float, b: float) -> tuple[float, float]:
 
 
 @njit(inline="always", error_model="numpy")
-def _two_sum(a: float, b: float) -> tuple[float, float]:
-    s = a + b
-    v = s - a
-    return s, (a - (s - v)) + (b - v)
-
-
-@njit(inline="always", error_model="numpy")
 def _fast_two_sum(a: float, b: float) -> tuple[float, float]:
     s = a + b
     return s, b - (s - a)
@@ -178,7 +171,7 @@ def _dd_mul(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
 
 @njit(inline="always", error_model="numpy")
 def _dd_add(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
-    s, e = _two_sum(ah, bh)
+    s, e = two_sum(ah, bh)
     return _fast_two_sum(s, e + (al + bl))
 
 
@@ -189,7 +182,7 @@ def exp_dd(a: float) -> tuple[float, float]:
     k = np.round(a * _LOG2E)
     reduced = a - k * _LN2_1
     p, p_err = _two_prod(k, _LN2_2)
-    r_hi, r_lo = _two_sum(reduced, -p)
+    r_hi, r_lo = two_sum(reduced, -p)
     r_hi, r_lo = _fast_two_sum(r_hi, r_lo - p_err - k * _LN2_3)
     sh, sl = r_hi / 256.0, r_lo / 256.0
     tail = _T9 + sh * _T10
@@ -221,7 +214,7 @@ def grad_near_zero(x: float, z: float, q: float) -> float:
     double-float; mirrors ``_formulas._near_zero_logistic_grad``."""
     nonneg = x >= 0.0
     eh, el = exp_dd(-min(abs(x), 745.0))
-    ah, al = _two_sum(1.0, -z)
+    ah, al = two_sum(1.0, -z)
     bh, bl = _two_prod(q, z)
     rh, rl = (ah, al) if nonneg else (bh, bl)
     ph, pl = (bh, bl) if nonneg else (ah, al)

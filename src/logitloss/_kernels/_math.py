@@ -123,6 +123,15 @@ def min_nan(typingctx, a, b):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
+@njit(inline="always", error_model="numpy")
+def two_sum(a: float, b: float) -> tuple[float, float]:
+    """Knuth's error-free sum: ``a + b == s + e`` exactly, for finite ``a`` and ``b`` (the
+    kernels compile without fast-math, so LLVM keeps every step)."""
+    s = a + b
+    v = s - a
+    return s, (a - (s - v)) + (b - v)
+
+
 # --- exp(t) for t <= 0 -------------------------------------------------------------------------
 
 _LOG2E = 1.4426950408889634

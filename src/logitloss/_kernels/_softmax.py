@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._logistic import _is_float64
-from ._math import LN3, add_reassoc, exp_expm1_nonpos, exp_nonpos, max_nan, min_nan
+from ._math import LN3, add_reassoc, exp_expm1_nonpos, exp_nonpos, max_nan, min_nan, two_sum
 
 _OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
 _INLINE = {"inline": "always", "error_model": "numpy"}
@@ -66,10 +66,8 @@ def _exp_diff(v, m, exact, precise, subnormal):  # type: ignore[no-untyped-def]
     reference's ``_softmax_parts``; ``lo`` is dropped where it is not finite (``x_j = -inf``,
     whose ``e`` is 0 anyway)."""
     is_max = v == m
-    hi = v - m
+    hi, lo = two_sum(v, -m)
     if exact:
-        virtual = hi - v
-        lo = (v - (hi - virtual)) + (-m - virtual)
         lo = 0.0 if (is_max or not (abs(lo) < _INF)) else lo
     hi = 0.0 if is_max else hi
     e = exp_nonpos(hi, precise, subnormal)
@@ -93,9 +91,7 @@ _BLOCK = 256
 def _accumulate(hi, lo, value):  # type: ignore[no-untyped-def]
     """``(hi, lo)`` plus ``value``, the rounding error kept in ``lo`` (two-sum); an infinite or
     NaN sum keeps ``hi`` as it is (its error term would be NaN)."""
-    total = hi + value
-    virtual = total - hi
-    error = (hi - (total - virtual)) + (value - virtual)
+    total, error = two_sum(hi, value)
     return total, lo + (error if abs(total) < _INF else 0.0)
 
 
@@ -286,8 +282,7 @@ def _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, 
 @njit(**_INLINE)
 def _expm1_diff(v, m, hi):  # type: ignore[no-untyped-def]
     """``e^(v - m) - 1`` for ``-ln 3 < v - m < 0``, with the two-sum error of ``hi``."""
-    virtual = hi - v
-    lo = (v - (hi - virtual)) + (-m - virtual)
+    _, lo = two_sum(v, -m)
     lo = lo if abs(lo) < _INF else 0.0
     e, u = exp_expm1_nonpos(hi, True)
     return u + e * lo
