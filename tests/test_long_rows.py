@@ -83,3 +83,35 @@ def test_many_classes_against_mpmath(n: int, dtype: str, path: str) -> None:
         assert error <= BOUND[dtype], f"sparse row {row}: {error:.2f} ULP"
     # Every copy of a row gets the same bits: the sums do not depend on where a row lies.
     assert np.array_equal(soft.reshape(tiles, 3), np.broadcast_to(soft[:3], (tiles, 3)))
+
+
+@pytest.mark.parametrize("gap", [0.0, 1e-9])
+@pytest.mark.parametrize("path", ["kernels", "reference"])
+def test_long_row_gradient_against_mpmath(path: str, gap: float) -> None:
+    """float64 gradient of a 20 000-class row of smoothed labels within 8 scale-ULP (ULPs of
+    the larger of ``softmax_j S`` and ``z_j``), also with a logit ``gap`` below the maximum, for
+    which the kernels recompute the row with ``expm1`` (its sums compensated too)."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    x = rng.standard_normal(n) * 2
+    top = int(np.argmax(x))
+    if gap:
+        x[(top + 1) % n] = x[top] - gap
+    z = np.full(n, 0.1 / n)
+    z[top] += 0.9
+    rows = (np.tile(x, (2, 1)), np.tile(z, (2, 1)))  # 40 000 elements: past the threshold
+    if path == "reference":
+        with logitloss.reference_path():
+            grad = logitloss.softmax_cross_entropy_with_logits_grad(rows[1], rows[0])[0]
+    else:
+        grad = logitloss.softmax_cross_entropy_with_logits_grad(rows[1], rows[0])[0]
+    with mp.workdps(40):
+        xs = [mp.mpf(float(v)) for v in x]
+        m = max(xs)
+        e = [mp.exp(v - m) for v in xs]
+        share = mp.fsum(mp.mpf(float(v)) for v in z) / mp.fsum(e)
+        for k in [*range(0, n, 499), top, (top + 1) % n]:
+            exact = e[k] * share - mp.mpf(float(z[k]))
+            scale = max(e[k] * share, mp.mpf(float(z[k])))
+            error = _exact.scale_ulp_error(float(grad[k]), exact, scale, "float64")
+            assert error <= 8, f"class {k}: {error:.2f} scale-ULP"

@@ -244,25 +244,25 @@ def _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, 
     """The reference's formula with near entries (``x_j - m > -ln 3``) as ``1 + u_j``,
     ``u_j = expm1(x_j - m)``: ``D = C + t + U`` (``C`` maxima and near entries, ``t`` the far
     ``e``, ``U`` the near ``u``), numerators ``(S_j - z_j (C - 1)) - z_j (t + U)`` at a maximum,
-    ``((S - z_j C) + S u_j) - z_j (t + U)`` near, ``S e_j / D - z_j`` far. Scalar (rare)."""
+    ``((S - z_j C) + S u_j) - z_j (t + U)`` near, ``S e_j / D - z_j`` far. Scalar (rare); the
+    sums compensated as :func:`_soft_sums`' (plain running sums cost a float64 row of 20 000
+    classes 18 scale-ULP)."""
     n = xs.size
     count = ties
-    far_tail = 0.0
-    near_tail = 0.0
-    small_tail = 0.0
+    far_hi = far_lo = near_hi = near_lo = tail_hi = tail_lo = 0.0
     for j in range(n):
         v = np.float64(xs[j])
         hi, e, _ = _exp_diff(v, m, True, True, wide)
         if v == m:
             continue
-        small_tail += e
+        tail_hi, tail_lo = _accumulate(tail_hi, tail_lo, e)
         if hi > -LN3:
             count += 1.0
-            near_tail += _expm1_diff(v, m, hi)
+            near_hi, near_lo = _accumulate(near_hi, near_lo, _expm1_diff(v, m, hi))
         else:
-            far_tail += e
-    rest = far_tail + near_tail
-    denominator = ties + small_tail
+            far_hi, far_lo = _accumulate(far_hi, far_lo, e)
+    rest = (far_hi + near_hi) + (far_lo + near_lo)
+    denominator = ties + (tail_hi + tail_lo)
     for j in range(n):
         v = np.float64(xs[j])
         zj = np.float64(zs[j])
