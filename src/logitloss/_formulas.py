@@ -327,7 +327,7 @@ def _dd_const(value: str) -> tuple[float, float]:
     return hi, float(exact - Fraction(hi))
 
 
-# ln 2 = _DD_LN2[0] + _DD_LN2[1] + _DD_LN2[2]; the first with 32 bits, so that k * it is exact.
+# ln 2 = DD_LN2[0] + DD_LN2[1] + DD_LN2[2]; the first with 32 bits, so that k * it is exact.
 _LN2_EXACT = "0.69314718055994530941723212145817656807550013436025525412068000949339362196969"
 
 
@@ -341,11 +341,11 @@ def _ln2_parts() -> tuple[float, float, float]:
     return first, second, float(rest - Fraction(second))
 
 
-_DD_LN2 = _ln2_parts()
+DD_LN2 = _ln2_parts()
 # 1/2, 1/6, 1/24, 1/120 as double-floats; 1/720 ... 1/10! in float64 (their terms are below
 # 2^-51 of e^s - 1 for |s| <= 2^-9.5, where float64 is enough).
-_DD_TAYLOR = tuple(_dd_const(f"1/{math.factorial(k)}") for k in (2, 3, 4, 5))
-_TAYLOR_TAIL = tuple(1.0 / math.factorial(k) for k in (6, 7, 8, 9, 10))
+DD_TAYLOR = tuple(_dd_const(f"1/{math.factorial(k)}") for k in (2, 3, 4, 5))
+TAYLOR_TAIL = tuple(1.0 / math.factorial(k) for k in (6, 7, 8, 9, 10))
 _SQUARINGS = 8
 
 
@@ -358,16 +358,16 @@ def _exp_dd(a: Array, *, xp: Any) -> tuple[Array, Array]:
     2^-51 of it in double-float), squared back 8 times as ``u (2 + u)``, ``e^a = 2^k (1 + u)``.
     """
     k = xp.round(a * (1.0 / math.log(2.0)))
-    reduced = a - k * _DD_LN2[0]
-    p, p_err = _two_prod(k, xp.full_like(k, _DD_LN2[1]))
+    reduced = a - k * DD_LN2[0]
+    p, p_err = _two_prod(k, xp.full_like(k, DD_LN2[1]))
     r_hi, r_lo = _two_sum(reduced, -p)
-    r_hi, r_lo = _fast_two_sum(r_hi, r_lo - p_err - k * _DD_LN2[2])
+    r_hi, r_lo = _fast_two_sum(r_hi, r_lo - p_err - k * DD_LN2[2])
     s = (r_hi / 256.0, r_lo / 256.0)
-    tail = _TAYLOR_TAIL[-1]
-    for c in reversed(_TAYLOR_TAIL[:-1]):
+    tail = TAYLOR_TAIL[-1]
+    for c in reversed(TAYLOR_TAIL[:-1]):
         tail = c + s[0] * tail
     poly: tuple = (tail, xp.zeros_like(tail))
-    for c in reversed(_DD_TAYLOR):
+    for c in reversed(DD_TAYLOR):
         poly = _dd_add(_dd_mul(s, poly), c)
     poly = _dd_add(_dd_mul(s, poly), (1.0, 0.0))
     u = _dd_mul(s, poly)

@@ -146,9 +146,9 @@ def loss_element(x: float, z: float, q: float, wide: bool) -> float:
 
 _DEEP = 2.0**-22
 _LOG2E = 1.4426950408889634
-_LN2_1, _LN2_2, _LN2_3 = _formulas._DD_LN2
-(_C2_HI, _C2_LO), (_C3_HI, _C3_LO), (_C4_HI, _C4_LO), (_C5_HI, _C5_LO) = _formulas._DD_TAYLOR
-_T6, _T7, _T8, _T9, _T10 = _formulas._TAYLOR_TAIL
+_LN2_1, _LN2_2, _LN2_3 = _formulas.DD_LN2
+(_C2_HI, _C2_LO), (_C3_HI, _C3_LO), (_C4_HI, _C4_LO), (_C5_HI, _C5_LO) = _formulas.DD_TAYLOR
+_T6, _T7, _T8, _T9, _T10 = _formulas.TAYLOR_TAIL
 
 
 @njit(inline="always", error_model="numpy")
@@ -451,19 +451,30 @@ def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0,
     return total, weights
 
 
+@njit(inline="always", error_model="numpy")
+def _sum_tile_number(
+    x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
+):  # type: ignore[no-untyped-def]
+    """Tile ``t`` (tiles numbered row by row, ``ceil(cols / tile)`` a row) into ``out[t]``: the
+    one numbering of both sum kernels, so that they add the same partial sums."""
+    per_row = (cols + tile - 1) // tile
+    row = t // per_row
+    c0 = (t - row * per_row) * tile
+    c1 = min(cols, c0 + tile)
+    out[t, 0], out[t, 1] = _sum_tile(
+        x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide
+    )
+
+
 @njit(parallel=True, **_OPTIONS)
 def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
     """Per tile, the float64 partial sums of ``w * loss`` and of ``w`` into a row of ``out``
     (the caller adds them:
     a fixed order, so the result does not depend on how the threads shared the tiles)."""
     wide = _is_float64(x)
-    per_row = (cols + tile - 1) // tile
-    for t in prange(rows * per_row):
-        row = t // per_row
-        c0 = (t - row * per_row) * tile
-        c1 = min(cols, c0 + tile)
-        out[t, 0], out[t, 1] = _sum_tile(
-            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide
+    for t in prange(rows * -(-cols // tile)):
+        _sum_tile_number(
+            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
         )
 
 
@@ -472,11 +483,7 @@ def sum_serial(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, ro
     """:func:`sum_parallel` on the calling thread, the same tiles (so the same partial sums and
     the same result for any thread count)."""
     wide = _is_float64(x)
-    per_row = (cols + tile - 1) // tile
-    for t in range(rows * per_row):
-        row = t // per_row
-        c0 = (t - row * per_row) * tile
-        c1 = min(cols, c0 + tile)
-        out[t, 0], out[t, 1] = _sum_tile(
-            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide
+    for t in range(rows * -(-cols // tile)):
+        _sum_tile_number(
+            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
         )
