@@ -2,7 +2,7 @@
 
 For each of the four losses (``tf.nn`` names) and each dtype (float16, bfloat16, float32,
 float64), every library computes the same inputs in that dtype, and each result is compared with
-the exact loss of those inputs (``logitloss._exact``, 50 digits) in ULPs of the dtype:
+the exact loss of those inputs (``logitloss._tools.oracle``, 50 digits) in ULPs of the dtype:
 
 * a deterministic grid over the whole range of the dtype: logits 0, -0, the smallest subnormal,
   the smallest normal, 1e-10, moderate values, the thresholds where ``exp`` underflows or
@@ -47,7 +47,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from logitloss import _exact
+from logitloss._tools import oracle
 
 SIGMOID = "sigmoid_cross_entropy_with_logits"
 WEIGHTED = "weighted_cross_entropy_with_logits"
@@ -310,7 +310,7 @@ def exact_values(cases: Cases, cache: dict[tuple, Any]) -> None:
                 key: tuple = ("logistic", float(g.x[i]), float(g.z[i]), q)
                 inputs = key[1:]
                 if key not in cache:
-                    cache[key] = _exact.logistic(*inputs)
+                    cache[key] = oracle.logistic(*inputs)
             else:
                 xs = tuple(float(v) for v in g.x[i])
                 if g.z.ndim == 1:
@@ -320,7 +320,7 @@ def exact_values(cases: Cases, cache: dict[tuple, Any]) -> None:
                 key = ("softmax", xs, zs)
                 inputs = xs + zs
                 if key not in cache:
-                    cache[key] = _exact.softmax(xs, zs)
+                    cache[key] = oracle.softmax(xs, zs)
             cases.exact.append(cache[key])
             cases.limit.append(not all(math.isfinite(v) for v in inputs))
 
@@ -558,8 +558,8 @@ def installed(module: str) -> bool:
 
 def score(cases: Cases, computed: np.ndarray) -> dict[str, Any]:
     """The metrics of one library's results on ``cases`` (same order as ``cases.exact``)."""
-    _, emin = _exact.FORMATS[cases.dtype]
-    rounds_to_inf = _exact.rounds_to_infinity(cases.dtype)
+    _, emin = oracle.FORMATS[cases.dtype]
+    rounds_to_inf = oracle.rounds_to_infinity(cases.dtype)
     normal = 2.0**emin
     max_normal = max_all = 0.0
     worst_normal = -1
@@ -568,14 +568,14 @@ def score(cases: Cases, computed: np.ndarray) -> dict[str, Any]:
     for i, (c, e) in enumerate(zip(computed.tolist(), cases.exact, strict=True)):
         finite_exact = bool(e == e) and abs(e) != math.inf
         if finite_exact and (math.isfinite(c) or (abs(e) >= rounds_to_inf and c == math.inf)):
-            u = 0.0 if math.isinf(c) else _exact.ulp_error(c, e, cases.dtype)
+            u = 0.0 if math.isinf(c) else oracle.ulp_error(c, e, cases.dtype)
             max_all = max(max_all, u)
             if (e == 0 or abs(e) >= normal) and u > max_normal:
                 max_normal, worst_normal = u, i
             continue
         # NaN where the exact value is finite, inf where it rounds to a finite value, or (inputs
         # with inf or NaN logits) a result other than the exact limit: NaN, +inf or finite.
-        if not finite_exact and _exact.ulp_error(c, e, cases.dtype) == 0:
+        if not finite_exact and oracle.ulp_error(c, e, cases.dtype) == 0:
             continue
         if cases.limit[i]:
             wrong_limits += 1
@@ -712,7 +712,7 @@ def spot_checks(libraries: Sequence[str] = LIBRARIES) -> list[dict[str, Any]]:
                 out.append({**row, "status": computed})
                 continue
             c = float(computed[0])
-            ulp = _exact.ulp_error(c, cases.exact[0], "float32")
+            ulp = oracle.ulp_error(c, cases.exact[0], "float32")
             out.append({**row, "status": "ok", "result": formatter("float32")(c), "ulp": ulp})
     return out
 
@@ -720,7 +720,7 @@ def spot_checks(libraries: Sequence[str] = LIBRARIES) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- gradients
 #
 # The gradient w.r.t. the logits of the sum of the losses, one point per logit (each class of
-# each softmax row), against ``_exact.logistic_grad`` / ``_exact.softmax_grad``. Besides the
+# each softmax row), against ``oracle.logistic_grad`` / ``oracle.softmax_grad``. Besides the
 # error in ULPs of the result, each point has the error in "scale-ULP": ULPs of the larger of
 # the two terms that cancel (``(1 - z) sigma(x)`` and ``q z sigma(-x)``; ``softmax_j sum(z)``
 # and ``z_j``), the error every formula makes near the gradient's zero.
@@ -766,8 +766,8 @@ def grad_cases(cases: Cases, cache: dict[tuple, Any]) -> GradCases:
                 inputs: tuple = (float(g.x[i]), float(g.z[i]), q)
                 key: tuple = ("logistic", *inputs)
                 if key not in cache:
-                    cache[key] = ([_exact.logistic_grad(*inputs)],
-                                  [_exact.logistic_grad_scale(*inputs)])  # fmt: skip
+                    cache[key] = ([oracle.logistic_grad(*inputs)],
+                                  [oracle.logistic_grad_scale(*inputs)])  # fmt: skip
                 classes: list[int | None] = [None]
             else:
                 xs = tuple(float(v) for v in g.x[i])
@@ -777,7 +777,7 @@ def grad_cases(cases: Cases, cache: dict[tuple, Any]) -> GradCases:
                     zs = tuple(float(v) for v in g.z[i])
                 key, inputs = ("softmax", xs, zs), xs + zs
                 if key not in cache:
-                    cache[key] = (_exact.softmax_grad(xs, zs), _exact.softmax_grad_scale(xs, zs))
+                    cache[key] = (oracle.softmax_grad(xs, zs), oracle.softmax_grad_scale(xs, zs))
                 classes = list(range(len(xs)))
             exact, scale = cache[key]
             limit = not all(math.isfinite(v) for v in inputs)
@@ -796,19 +796,19 @@ def grad_score(gc: GradCases, computed: np.ndarray) -> dict[str, Any]:
     inputs: of the ULP error over all points (the narrow dtypes' bound includes subnormal
     results) and of the scale-ULP error over normal scales (float64's bound)."""
     dtype = gc.dtype
-    normal = 2.0 ** _exact.FORMATS[dtype][1]
+    normal = 2.0 ** oracle.FORMATS[dtype][1]
     ulp_normal = ulp_all = scale_normal = scale_all = 0.0
     worst_ulp = worst_scale = -1
     nan_or_inf = wrong_limits = 0
     failure = ""
     for i, (c, e, s) in enumerate(zip(computed.tolist(), gc.exact, gc.scale, strict=True)):
         finite_exact = bool(e == e) and abs(e) != math.inf
-        u = _exact.ulp_error(c, e, dtype)
+        u = oracle.ulp_error(c, e, dtype)
         if finite_exact and (math.isfinite(c) or u == 0):  # inf only where exact rounds to it
             # An error beyond the float range (0.5 for an exact 0 is 2^1073 float64 subnormal
             # ULPs) is a huge error, not a NaN: counted as the largest float.
             u = min(u, sys.float_info.max)
-            su = min(_exact.scale_ulp_error(c, e, s, dtype), sys.float_info.max)
+            su = min(oracle.scale_ulp_error(c, e, s, dtype), sys.float_info.max)
             if u > ulp_all:
                 ulp_all, worst_ulp = u, i
             scale_all = max(scale_all, su)
@@ -936,7 +936,7 @@ def grad_spot_checks(libraries: Sequence[str] = LIBRARIES) -> list[dict[str, Any
                 out.append({**row, "status": computed})
                 continue
             c = float(computed[index])
-            ulp = _exact.ulp_error(c, exact, "float32")
+            ulp = oracle.ulp_error(c, exact, "float32")
             wrong_sign = bool(c * exact < 0)
             result = formatter("float32")(c)
             out.append(

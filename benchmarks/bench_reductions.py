@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 import logitloss
-from logitloss._bench import _report, _timing
+from logitloss._tools.bench import report, timing
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in args.dtype or ["float32", "float64"]:
         for make in (binary, indices):
             name, impls = make(dtype)
-            samples, quiet = _timing.time_case(impls, args.repeats)
+            samples, quiet = timing.time_case(impls, args.repeats)
             seconds = {impl: statistics.median(s) for impl, s in samples.items()}
             limit = seconds["limit"]
             for impl, s in seconds.items():
@@ -106,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"workload": name, "impl": impl, "seconds": f"{s:.6g}",
                              "ratio_to_limit": ratio, "quiet_machine": quiet})  # fmt: skip
                 print(f"{name:52s} {impl:24s} {s * 1e3:9.2f} ms  {s / limit:6.2f}x limit")
-    env = _timing.environment()
+    env = timing.environment()
     fields = ("workload", "impl", "seconds", "ratio_to_limit", "quiet_machine")
     text = "".join(f"# {k}: {v}\n" for k, v in env.items()) + ",".join(fields) + "\n"
     text += "".join(",".join(str(r[f]) for f in fields) + "\n" for r in rows)
-    _report.write_atomically(args.out, lambda f: f.write(text.encode()))
+    report.write_atomically(args.out, lambda f: f.write(text.encode()))
     return 0
 
 

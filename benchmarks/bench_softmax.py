@@ -6,7 +6,7 @@ loss+gradient) against the memory limit and the peers, in one process.
 Workloads (the issue's): soft labels 8192 x 1024 and 2048 x 32768, integer labels 2048 x 32768,
 float32 and float64, ``loss`` and ``loss+grad``. Implementations, timed interleaved (every round
 calls each once, in a rotating order; medians; rounds during which other processes used more
-than a tenth of a core are measured again, see ``logitloss._bench._timing``):
+than a tenth of a core are measured again, see ``logitloss._tools.bench.timing``):
 
 - ``limit``: a row sum over the same bytes, measured in the same run (``x.sum(axis=1)`` and
   ``z.sum(axis=1)`` for soft labels, ``x.sum(axis=1)`` for integer labels);
@@ -29,12 +29,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from logitloss._bench import _report, _timing, _workloads
+from logitloss._tools.bench import report, timing, workloads
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def kernel_impl(w: _workloads.Workload, d: _workloads.Data) -> Any:
+def kernel_impl(w: workloads.Workload, d: workloads.Data) -> Any:
     from logitloss import _kernels
 
     x, z = d.x, d.z
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [
         w
-        for w in _workloads.workloads(1 / 16 if args.quick else 1.0)
+        for w in workloads.workloads(1 / 16 if args.quick else 1.0)
         if w.loss in ("softmax", "sparse")
         and (not args.dtype or w.dtype in args.dtype)
         and (not args.direction or w.direction in args.direction)
@@ -66,39 +66,39 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     all_quiet = True
     for w in chosen:
-        data = _workloads.make_data(w)
+        data = workloads.make_data(w)
         impls: dict[str, Any] = {
-            "limit": _workloads._limit(w, data),
+            "limit": workloads._limit(w, data),
             "logitloss-kernel": kernel_impl(w, data),
         }
         if not args.no_peers:
             for name, make in (
-                ("torch", _workloads._torch),
-                ("jax", _workloads._jax),
-                ("tensorflow", _workloads._tensorflow),
+                ("torch", workloads._torch),
+                ("jax", workloads._jax),
+                ("tensorflow", workloads._tensorflow),
             ):
                 impl = make(w, data)
                 if impl is not None:
                     impls[name] = impl
-        samples, quiet = _timing.time_case(impls, args.repeats)
+        samples, quiet = timing.time_case(impls, args.repeats)
         all_quiet &= quiet
         seconds = {name: statistics.median(s) for name, s in samples.items()}
-        for row in _report.rows_for(w, seconds, quiet):
+        for row in report.rows_for(w, seconds, quiet):
             row["impl"] = "logitloss" if row["impl"] == "logitloss-kernel" else row["impl"]
             rows.append(row)
         ours = seconds["logitloss-kernel"]
-        peers = "".join(f"  {p} {seconds[p] / ours:5.2f}x" for p in _report.PEERS if p in seconds)
+        peers = "".join(f"  {p} {seconds[p] / ours:5.2f}x" for p in report.PEERS if p in seconds)
         print(
             f"{w.name:40s} {ours * 1e3:8.2f} ms = {ours / seconds['limit']:5.2f}x limit "
             f"(goal {w.goal}x){peers}  quiet={quiet}",
             flush=True,
         )
         del data, impls
-    env = _timing.environment()
+    env = timing.environment()
     env["quiet_machine"] = str(all_quiet)
     env["command"] = "python benchmarks/bench_softmax.py " + " ".join(argv or sys.argv[1:])
-    text = _report.csv_text(rows, env)
-    _report.write_atomically(args.csv, lambda f: f.write(text.encode()))
+    text = report.csv_text(rows, env)
+    report.write_atomically(args.csv, lambda f: f.write(text.encode()))
     print(f"wrote {args.csv}")
     return 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from logitloss import cli
-from logitloss._bench import _report, _workloads
+from logitloss._tools.bench import report, workloads
 
 
 def _read_csv(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -50,14 +50,14 @@ def test_a_missing_output_directory_fails_before_timing(
 
 
 def test_markdown_marks_missed_goals() -> None:
-    w = _workloads.Workload("sigmoid", (4, 4), "float32", "loss")
+    w = workloads.Workload("sigmoid", (4, 4), "float32", "loss")
     fast = {"limit": 1.0, "logitloss": 1.2, "torch": 6.0, "jax": 4.0}
     slow = {"limit": 1.0, "logitloss": 2.0, "torch": 5.0}
-    rows = _report.rows_for(w, fast, True)
-    line = _report.markdown(rows, {w.name: 1.5}).splitlines()[2]
+    rows = report.rows_for(w, fast, True)
+    line = report.markdown(rows, {w.name: 1.5}).splitlines()[2]
     assert line == "| sigmoid 4x4 float32 loss | 1.20x | 1.5x | 5.0x | 3.3x | - | 3.3x |"
-    rows = _report.rows_for(w, slow, False)
-    line = _report.markdown(rows, {w.name: 1.5}).splitlines()[2]
+    rows = report.rows_for(w, slow, False)
+    line = report.markdown(rows, {w.name: 1.5}).splitlines()[2]
     assert (
         line
         == "| sigmoid 4x4 float32 loss | 2.00x (missed) | 1.5x | 2.5x | - | - | 2.5x (missed) |"
@@ -65,7 +65,7 @@ def test_markdown_marks_missed_goals() -> None:
 
 
 def test_workloads_are_the_issues() -> None:
-    names = {w.name for w in _workloads.workloads()}
+    names = {w.name for w in workloads.workloads()}
     assert "sigmoid 4096x4096 float32 loss" in names
     assert "softmax 2048x32768 float64 loss+grad" in names
     assert "sparse 2048x32768 float32 loss" in names

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import logitloss
-from logitloss import _demo, _exact, cli
+from logitloss import cli
+from logitloss._tools import demo, oracle
 
-needs_mpmath = pytest.mark.skipif(not _demo.exact_available(), reason="needs mpmath")
+needs_mpmath = pytest.mark.skipif(not demo.exact_available(), reason="needs mpmath")
 
 F32 = np.float32
 
@@ -45,11 +46,11 @@ def f32(value: float) -> float:
 
 
 def sigmoid_exact(x: float, z: float, q: float = 1.0) -> object:
-    return _exact.logistic(f32(x), f32(z), q)
+    return oracle.logistic(f32(x), f32(z), q)
 
 
 def softmax_exact(xs: list[float], zs: list[float]) -> object:
-    return _exact.softmax([f32(v) for v in xs], [f32(v) for v in zs])
+    return oracle.softmax([f32(v) for v in xs], [f32(v) for v in zs])
 
 
 # Part 2 of the demo, in order: the exact loss of each row.
@@ -91,7 +92,7 @@ def value_of(cell: str) -> float:
 
 
 def ulps(cell: str, exact: object) -> float:
-    return _exact.ulp_error(value_of(cell), exact, "float32")
+    return oracle.ulp_error(value_of(cell), exact, "float32")
 
 
 def test_demo_prints_the_seed_outputs_and_ours(capsys: pytest.CaptureFixture[str]) -> None:
@@ -169,7 +170,7 @@ def test_demo_failure_table(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_without_mpmath(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_demo, "exact_available", lambda: False)
+    monkeypatch.setattr(demo, "exact_available", lambda: False)
     out = run_demo(capsys)
     assert "install mpmath" in out
     assert "0.43748799" in out and "0.43748796" in out
@@ -203,7 +204,7 @@ def test_expected_errors_exit_1_without_traceback(
     def fail(out: object) -> None:
         raise cli.CommandError("something expected went wrong")
 
-    monkeypatch.setattr(_demo, "run_demo", fail)
+    monkeypatch.setattr(demo, "run_demo", fail)
     assert cli.main(["demo"]) == 1
     assert capsys.readouterr().err == "logitloss: error: something expected went wrong\n"
 
@@ -237,7 +238,7 @@ def test_python_m_logitloss_version_and_errors() -> None:
 def test_import_logitloss_loads_neither_the_cli_nor_mpmath() -> None:
     code = (
         "import sys, logitloss; "
-        "loaded = {'logitloss.cli', 'logitloss._demo', 'mpmath'} & set(sys.modules); "
+        "loaded = {'logitloss.cli', 'logitloss._tools.demo', 'mpmath'} & set(sys.modules); "
         "assert not loaded, loaded"
     )
     result = subprocess.run(

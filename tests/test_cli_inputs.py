@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import logitloss
-from logitloss import _files, _kernel_path, cli
+from logitloss import cli
+from logitloss._core import route
+from logitloss._tools import files
 
 RNG = np.random.default_rng(10)
 N, C, K = 40, 3, 5
@@ -185,7 +187,7 @@ def test_softmax_axis_is_the_librarys(
     arrays: Path, capsys: pytest.CaptureFixture[str], form: str, axis: str
 ) -> None:
     logits, labels = specs(arrays, form, "x3", "p3")
-    with _kernel_path.kernel_path():  # eval's one path, for blocks of any size
+    with route.kernel_path():  # eval's one path, for blocks of any size
         expected = logitloss.softmax_cross_entropy_with_logits(P3, X3, axis=1)
     out = arrays / "losses.npy"
     args = ["softmax", "--logits", logits, "--labels", labels, "--axis", axis]
@@ -201,7 +203,7 @@ def test_sparse_axis_is_the_librarys_on_moved_logits(
 ) -> None:
     """``--axis`` was ignored by sparse: labels of shape (N, K) were refused for (N, C, K)."""
     logits, labels = specs(arrays, form, "x3", "k3")
-    with _kernel_path.kernel_path():  # eval's one path, for blocks of any size
+    with route.kernel_path():  # eval's one path, for blocks of any size
         expected = logitloss.sparse_softmax_cross_entropy_with_logits(K3, np.moveaxis(X3, 1, -1))
     out = arrays / "losses.npy"
     args = ["sparse", "--logits", logits, "--labels", labels, "--axis", axis]
@@ -250,7 +252,7 @@ def test_axis_on_the_dask_engine(arrays: Path, capsys: pytest.CaptureFixture[str
     """The moved view of a lazy .npy travels to the workers and reads its own rows there."""
     pytest.importorskip("distributed")
     logits, labels = specs(arrays, "npy", "x3", "k3")
-    with _kernel_path.kernel_path():  # eval's one path, for blocks of any size
+    with route.kernel_path():  # eval's one path, for blocks of any size
         expected = logitloss.sparse_softmax_cross_entropy_with_logits(K3, np.moveaxis(X3, 1, -1))
     out = arrays / "losses.npy"
     args = ["sparse", "--logits", logits, "--labels", labels, "--axis", "1", "--out", str(out)]
@@ -304,14 +306,14 @@ def test_stability_plot_and_bench_files_have_the_mode_of_a_plain_open(
     called directly, a bench run taking a minute."""
     pytest.importorskip("mpmath")
     pytest.importorskip("matplotlib")
-    from logitloss._bench import _report
+    from logitloss._tools.bench import report
 
     png = tmp_path / "s.png"
     assert cli.main(["stability", "--dtype", "float16", "--plot", str(png)]) == 0
     capsys.readouterr()
     assert mode(png) == 0o666 & ~umask
     table = tmp_path / "bench.csv"
-    _report.write_atomically(table, lambda handle: handle.write(b"a,b\n"))
+    report.write_atomically(table, lambda handle: handle.write(b"a,b\n"))
     assert mode(table) == 0o666 & ~umask
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.csv", "s.png"]
 
@@ -413,9 +415,9 @@ def test_require_names_the_package_and_its_extra() -> None:
     tomllib = pytest.importorskip("tomllib")
     pyproject = Path(__file__).parents[1] / "pyproject.toml"
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
-    assert set(_files.EXTRAS) == {"matplotlib", "pyarrow", "zarr", "distributed"}
-    for package, extra in _files.EXTRAS.items():
+    assert set(files.EXTRAS) == {"matplotlib", "pyarrow", "zarr", "distributed"}
+    for package, extra in files.EXTRAS.items():
         assert any(spec.startswith(package) for spec in extras[extra]), (package, extra)
-    _files.require("numpy", "this test")  # importable: no error
-    with pytest.raises(_files.DataError, match=r"pip install no_such_package_xyz$"):
-        _files.require("no_such_package_xyz", "this test")
+    files.require("numpy", "this test")  # importable: no error
+    with pytest.raises(files.DataError, match=r"pip install no_such_package_xyz$"):
+        files.require("no_such_package_xyz", "this test")

@@ -4,7 +4,7 @@ for every loss and input format (.npy stacks, Parquet datasets, Zarr), the bad-i
 dataset several times a worker's memory limit evaluated with the workers' memory bounded.
 
 One cluster serves the module (started once: about 2 s): the ``LocalCluster`` that ``eval --engine
-dask`` starts itself (``_dask_engine.connect``), with 320 MiB workers. Worker *processes*: the
+dask`` starts itself (``dask_engine.connect``), with 320 MiB workers. Worker *processes*: the
 memory limit is per process and enforced by the nanny, which is what the bounded-memory test must
 show; threads would share the test process's memory, so a limit would mean nothing.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logitloss import _dask_engine, _files
+from logitloss._tools import files
+from logitloss._tools.eval import dask_engine
 from logitloss.cli import main
 
 distributed = pytest.importorskip("distributed")
@@ -43,7 +44,7 @@ K = RNG.integers(0, 3, size=900)
 
 @pytest.fixture(scope="module")
 def cluster():
-    with _dask_engine.connect(None, workers=2, worker_memory=WORKER_MEMORY) as client:
+    with dask_engine.connect(None, workers=2, worker_memory=WORKER_MEMORY) as client:
         yield client.cluster, client
 
 
@@ -290,18 +291,18 @@ def test_worker_memory_does_not_grow_with_the_data(tmp_path: Path, capsys) -> No
     sizes = {k: sum(p.stat().st_size for p in (*x.iterdir(), *z.iterdir())) for k, (x, z) in stacks.items()}  # fmt: skip
     assert sizes[3] > 3 * WORKER_MEMORY and sizes[6] == 2 * sizes[3]
 
-    with _dask_engine.connect(None, workers=2, worker_memory=WORKER_MEMORY) as client:
+    with dask_engine.connect(None, workers=2, worker_memory=WORKER_MEMORY) as client:
 
         def sigmoid(x: Path, z: Path) -> dict:
             return run(capsys, "sigmoid", "--logits", str(x), "--labels", str(z), "--scheduler", client.scheduler.address)  # fmt: skip
 
         sigmoid(stacks[3][0] / "00.npy", stacks[3][1] / "00.npy")  # the warm-up
-        with _dask_engine.watch_memory(client) as resident:  # their memory now
+        with dask_engine.watch_memory(client) as resident:  # their memory now
             pass
         summaries, peaks = {}, {}
         for factor, (x, z) in stacks.items():
             began = time.perf_counter()
-            with _dask_engine.watch_memory(client) as memory:
+            with dask_engine.watch_memory(client) as memory:
                 summaries[factor] = sigmoid(x, z)
             assert len(memory) == 2
             for address, worker in memory.items():
@@ -335,7 +336,7 @@ def test_finished_blocks_leave_the_workers(cluster, data: Path) -> None:
     not kept on its worker until the run ends: once the last block has arrived, no result is
     left on the workers (within seconds: releasing is asynchronous)."""
     _, client = cluster
-    logits, labels = _files.load(str(data / "x_stack")), _files.load(str(data / "z_stack"))
+    logits, labels = files.load(str(data / "x_stack")), files.load(str(data / "z_stack"))
 
     def held() -> int:
         return sum(len(keys) for keys in client.has_what().values())
@@ -350,7 +351,7 @@ def test_finished_blocks_leave_the_workers(cluster, data: Path) -> None:
             left.append(held())
 
     parts: list[tuple[int, np.ndarray]] = []
-    _dask_engine.evaluate_dask(
+    dask_engine.evaluate_dask(
         client,
         "sigmoid",
         logits,

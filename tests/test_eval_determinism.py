@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logitloss import _dask_engine, _evaluate, _kernel_path
+from logitloss._core import route
+from logitloss._tools.eval import dask_engine, evaluate
 from logitloss.cli import main
 
 ROWS, CLASSES = 1700, 40
@@ -69,7 +70,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tup
 def scheduler() -> Iterator[str]:
     """The LocalCluster ``eval --engine dask`` starts (2 one-thread processes, kernels serial)."""
     pytest.importorskip("distributed")
-    with _dask_engine.connect(None, workers=2, worker_memory=2**30) as client:
+    with dask_engine.connect(None, workers=2, worker_memory=2**30) as client:
         yield client.scheduler.address
 
 
@@ -130,17 +131,17 @@ def test_one_path_for_every_block_size() -> None:
     few rows gives the rows' losses of a large block (the comparison fails on the reference
     path, 1 ULP away on some of these rows)."""
     small = np.zeros(8, np.float32)
-    assert not _kernel_path.applies(small)
-    with _kernel_path.kernel_path():
-        assert _kernel_path.applies(small) == _kernel_path._numba_installed()  # else: reference
-        with _kernel_path.reference_path():
-            assert not _kernel_path.applies(small)
-    assert not _kernel_path.applies(small)
+    assert not route.applies(small)
+    with route.kernel_path():
+        assert route.applies(small) == route._numba_installed()  # else: reference
+        with route.reference_path():
+            assert not route.applies(small)
+    assert not route.applies(small)
     x, z = _arrays("sigmoid", "float32")
-    job = _evaluate.plan("sigmoid", x, z)
-    whole, _ = _evaluate.evaluate_block(job, x, z, 0)
+    job = evaluate.plan("sigmoid", x, z)
+    whole, _ = evaluate.evaluate_block(job, x, z, 0)
     pieces = [
-        _evaluate.evaluate_block(job, x[i : i + 3], z[i : i + 3], i)[0] for i in range(0, 300, 3)
+        evaluate.evaluate_block(job, x[i : i + 3], z[i : i + 3], i)[0] for i in range(0, 300, 3)
     ]
     assert np.concatenate(pieces).tobytes() == whole[:300].tobytes()
 

@@ -1,6 +1,6 @@
 """The exact gradient functions (``*_grad``) against independent oracles.
 
-- mpmath (``logitloss._exact``, from the definitions) on a grid over each dtype's whole range,
+- mpmath (``logitloss._tools.oracle``, from the definitions) on a grid over each dtype's whole range,
   for every function and every ``wrt``, and on hypothesis-drawn inputs: 1 ULP of the result for
   float16, bfloat16 and float32 w.r.t. the logits, 8 "scale-ULP" for float64 (ULPs of the
   larger of the two terms that cancel, the error every formula makes near the gradient's zero);
@@ -32,7 +32,6 @@ from hypothesis import strategies as st
 
 import logitloss
 from logitloss import (
-    _exact,
     sigmoid_cross_entropy_with_logits,
     sigmoid_cross_entropy_with_logits_grad,
     softmax_cross_entropy_with_logits,
@@ -42,6 +41,7 @@ from logitloss import (
     weighted_cross_entropy_with_logits,
     weighted_cross_entropy_with_logits_grad,
 )
+from logitloss._tools import oracle
 
 pytest.importorskip("mpmath")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -120,7 +120,7 @@ def floats(a: Any) -> list:
 
 def is_normal(value: Any, dtype: str) -> bool:
     """``value`` is 0 or at least the smallest normal number of ``dtype``."""
-    return value == 0 or abs(value) >= 2.0 ** _exact.FORMATS[dtype][1]
+    return value == 0 or abs(value) >= 2.0 ** oracle.FORMATS[dtype][1]
 
 
 # --------------------------------------------------------------------------- oracles
@@ -129,12 +129,12 @@ def is_normal(value: Any, dtype: str) -> bool:
 @functools.cache
 def exact_logistic(x: float, z: float, q: float, wrt: str) -> tuple[Any, Any]:
     """The exact gradient and its scale (cached: the grids share many points)."""
-    return _exact.logistic_grad(x, z, q, wrt), _exact.logistic_grad_scale(x, z, q, wrt)
+    return oracle.logistic_grad(x, z, q, wrt), oracle.logistic_grad_scale(x, z, q, wrt)
 
 
 @functools.cache
 def exact_softmax(x: tuple, z: tuple, wrt: str) -> tuple[list, list]:
-    return _exact.softmax_grad(x, z, wrt), _exact.softmax_grad_scale(x, z, wrt)
+    return oracle.softmax_grad(x, z, wrt), oracle.softmax_grad_scale(x, z, wrt)
 
 
 def deep_cancellation(exact: Any, scale: Any, dtype: str) -> bool:
@@ -144,7 +144,7 @@ def deep_cancellation(exact: Any, scale: Any, dtype: str) -> bool:
     such points (float16's range is too narrow); see the misses pinned below."""
     if dtype not in ("bfloat16", "float32") or scale == 0 or not math.isfinite(scale):
         return False
-    precision = _exact.FORMATS[dtype][0]
+    precision = oracle.FORMATS[dtype][0]
     return bool(abs(exact) < scale * 2.0 ** (precision - 49))
 
 
@@ -168,11 +168,11 @@ class Errors:
 
     def add(self, computed: float, exact: Any, scale: Any, where: str) -> None:
         self.points += 1
-        u = _exact.ulp_error(computed, exact, self.dtype)
+        u = oracle.ulp_error(computed, exact, self.dtype)
         if math.isinf(u):
             self.failures.append(f"{where}: {computed} (exact {exact})")
             return
-        s = _exact.scale_ulp_error(computed, exact, scale, self.dtype)
+        s = oracle.scale_ulp_error(computed, exact, scale, self.dtype)
         text = f"{where}: {computed!r} (exact {_fmt(exact)})"
         if self.exempt_deep and deep_cancellation(exact, scale, self.dtype):
             self.deep_points += 1
@@ -383,8 +383,8 @@ def test_softmax_grad_tie_keeps_the_small_tail(dtype: str) -> None:
     """A tie at the maximum: 1 + T = 2 + e^-40 + e^-80; the 1 must not absorb the tail."""
     x, z = (40.0, 40.0, -40.0, 0.0), (0.5, 0.5, 0.0, 0.0)
     out = floats(softmax_cross_entropy_with_logits_grad(as_array([z], dtype), as_array([x], dtype)))
-    exact = _exact.softmax_grad(x, z)
-    assert max(_exact.ulp_error(c, e, dtype) for c, e in zip(out[0], exact, strict=True)) <= 1
+    exact = oracle.softmax_grad(x, z)
+    assert max(oracle.ulp_error(c, e, dtype) for c, e in zip(out[0], exact, strict=True)) <= 1
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32", "float64"])
@@ -401,9 +401,9 @@ def test_softmax_grad_tiny_gaps(dtype: str, x: tuple, z: tuple, kernel: bool) ->
     for row in (out[0], out[-1]):
         for c, e, s in zip(row, exact, scale, strict=True):
             if dtype == "float64":
-                assert _exact.scale_ulp_error(c, e, s, dtype) <= SCALE_BOUND
+                assert oracle.scale_ulp_error(c, e, s, dtype) <= SCALE_BOUND
             else:
-                assert _exact.ulp_error(c, e, dtype) <= ULP_BOUND, (c, e)
+                assert oracle.ulp_error(c, e, dtype) <= ULP_BOUND, (c, e)
 
 
 # --------------------------------------------------------------------------- near the zero
@@ -475,8 +475,8 @@ def test_float32_grad_near_zero_ulp(x: float, z: float, q: float, kernel: bool) 
     (before it: 8946 and 2738 ULP, the float64 error of the cancelling terms)."""
     n = KERNEL_SIZE if kernel else 1
     out = weighted_cross_entropy_with_logits_grad(*(np.full(n, v, np.float32) for v in (z, x, q)))
-    exact = _exact.logistic_grad(x, z, q)
-    assert all(_exact.ulp_error(v, exact, "float32") <= ULP_BOUND for v in set(floats(out)))
+    exact = oracle.logistic_grad(x, z, q)
+    assert all(oracle.ulp_error(v, exact, "float32") <= ULP_BOUND for v in set(floats(out)))
 
 
 # --------------------------------------------------------------------------- hypothesis
@@ -516,7 +516,7 @@ def test_logistic_grad_hypothesis(dtype: str, data: st.DataObject) -> None:
             exact = mpmath.fsum(
                 exact_logistic(a, b, q, wrt)[0] for a, b in zip(xs, zs, strict=True)
             )
-        assert _exact.ulp_error(out, exact, dtype) <= (4 if dtype == "float64" else 1)
+        assert oracle.ulp_error(out, exact, dtype) <= (4 if dtype == "float64" else 1)
         return
     errors = Errors(dtype)
     for a, b, c in zip(xs, zs, out, strict=True):
@@ -581,7 +581,7 @@ def test_logistic_grad_limits(
     args = as_array([z], dtype), as_array([x], dtype), as_array([q], dtype)
     for wrt, expected in (("logits", dx), ("labels", dz), ("pos_weight", dq)):
         assert floats(weighted_cross_entropy_with_logits_grad(*args, wrt=wrt)) == [expected]
-        assert _exact.logistic_grad(x, z, q, wrt) == expected
+        assert oracle.logistic_grad(x, z, q, wrt) == expected
     if q == 1.0:
         for wrt, expected in (("logits", dx), ("labels", dz)):
             out = sigmoid_cross_entropy_with_logits_grad(*args[:2], wrt=wrt)
@@ -607,14 +607,14 @@ def test_softmax_grad_limits(
     x, z = as_array([logits], dtype), as_array([labels], dtype)
     out = floats(softmax_cross_entropy_with_logits_grad(z, x))[0]
     np.testing.assert_array_equal(out, dx)
-    np.testing.assert_array_equal([float(v) for v in _exact.softmax_grad(logits, labels)], dx)
+    np.testing.assert_array_equal([float(v) for v in oracle.softmax_grad(logits, labels)], dx)
     out = floats(softmax_cross_entropy_with_logits_grad(z, x, wrt="labels"))[0]
-    exact = [float(v) for v in _exact.softmax_grad(logits, labels, "labels")]
+    exact = [float(v) for v in oracle.softmax_grad(logits, labels, "labels")]
     if dz is not None:
         np.testing.assert_array_equal(out, dz)
         np.testing.assert_array_equal(exact, dz)
     else:
-        assert all(_exact.ulp_error(c, e, dtype) <= 1 for c, e in zip(out, exact, strict=True))
+        assert all(oracle.ulp_error(c, e, dtype) <= 1 for c, e in zip(out, exact, strict=True))
 
 
 def test_sparse_grad_limits() -> None:
@@ -703,8 +703,8 @@ def test_upstream_in_narrow_dtype_rounds_once() -> None:
     u = 1000.0
     out = floats(sigmoid_cross_entropy_with_logits_grad(z, x, upstream=u))
     for a, b, c in zip(floats(x), floats(z), out, strict=True):
-        exact = _exact.logistic_grad(a, b) * u
-        assert _exact.ulp_error(c, exact, "float16") <= 1
+        exact = oracle.logistic_grad(a, b) * u
+        assert oracle.ulp_error(c, exact, "float16") <= 1
 
 
 def test_pos_weight_gradient_reduces_to_its_shape() -> None:
@@ -1011,7 +1011,7 @@ def test_tensorflow_weighted_grad_at_zero(tf: Any, dtype: type) -> None:
     assert theirs.tolist() == [1.0, 0.0]
     ours = weighted_cross_entropy_with_logits_grad(z, x, 3.0)
     assert ours.tolist() == [0.5, -1.5]
-    assert [float(_exact.logistic_grad(0.0, v, 3.0)) for v in (0.0, 1.0)] == [0.5, -1.5]
+    assert [float(oracle.logistic_grad(0.0, v, 3.0)) for v in (0.0, 1.0)] == [0.5, -1.5]
     # Its sigmoid loss differentiates its branches with `where`, and is right at 0.
     sigmoid = tf_grad(tf, lambda z, x: tf.nn.sigmoid_cross_entropy_with_logits(z, x), x, z)
     assert sigmoid.tolist() == [0.5, -0.5]
@@ -1021,18 +1021,18 @@ def test_torch_weighted_grad_wrong_sign(torch: Any) -> None:
     """PyTorch's ``(1 + (q - 1) z) sigma(x) - q z`` at x = 80, z = 1, q = 1e-3 in float32: the
     rounded ``1 + (q - 1)`` is not ``q``, and the gradient (exact -1.8e-38) comes out positive."""
     x, z, q = np.float32([80.0]), np.float32([1.0]), np.float32([1e-3])
-    exact = _exact.logistic_grad(80.0, 1.0, float(q[0]))
+    exact = oracle.logistic_grad(80.0, 1.0, float(q[0]))
     assert float(exact) == pytest.approx(-1.8048515e-38, rel=1e-7)
     theirs = float(torch_grad(torch, x, z, q)[0])
     assert theirs > 1e-8  # 4.67e-8
     ours = float(weighted_cross_entropy_with_logits_grad(z, x, q)[0])
-    assert ours < 0 and _exact.ulp_error(ours, exact, "float32") <= ULP_BOUND
+    assert ours < 0 and oracle.ulp_error(ours, exact, "float32") <= ULP_BOUND
     # float64 (q = 1e-3): the sign survives, the value is 6e21 times too large.
     theirs64 = float(torch_grad(torch, np.array([80.0]), np.array([1.0]), np.array([1e-3]))[0])
-    exact64 = _exact.logistic_grad(80.0, 1.0, 1e-3)
+    exact64 = oracle.logistic_grad(80.0, 1.0, 1e-3)
     assert theirs64 < -1e-17 and float(exact64) == pytest.approx(-1.8048514e-38)
     ours64 = float(weighted_cross_entropy_with_logits_grad(1.0, 80.0, 1e-3))
-    assert _exact.ulp_error(ours64, exact64, "float64") <= 4
+    assert oracle.ulp_error(ours64, exact64, "float64") <= 4
 
 
 def test_every_framework_rounds_the_small_sigmoid_gradient_away(
@@ -1042,7 +1042,7 @@ def test_every_framework_rounds_the_small_sigmoid_gradient_away(
     import optax
 
     x, z = np.float32([1e-10]), np.float32([0.5])
-    exact = _exact.logistic_grad(float(x[0]), 0.5)
+    exact = oracle.logistic_grad(float(x[0]), 0.5)
     peers = {
         "tf sigmoid": tf_grad(tf, lambda z, x: tf.nn.sigmoid_cross_entropy_with_logits(z, x), x, z),
         "tf weighted": tf_grad(tf, tf_weighted(tf), x, z, np.float32([1.0])),
@@ -1053,7 +1053,7 @@ def test_every_framework_rounds_the_small_sigmoid_gradient_away(
     assert {name: float(v[0]) for name, v in peers.items()} == dict.fromkeys(peers, 0.0)
     for ours in (sigmoid_cross_entropy_with_logits_grad(z, x),
                  weighted_cross_entropy_with_logits_grad(z, x, 1.0)):  # fmt: skip
-        assert _exact.ulp_error(float(ours[0]), exact, "float32") <= 0.5
+        assert oracle.ulp_error(float(ours[0]), exact, "float32") <= 0.5
         assert float(ours[0]) == pytest.approx(2.5e-11, rel=1e-7)
 
 
@@ -1074,8 +1074,8 @@ def test_confident_softmax_gradient_rounded_away(tf: Any, torch: Any, jax: Any) 
         assert theirs[0, 0] == 0.0 and theirs[0, 1] == pytest.approx(2.0611537e-9)
         assert np.isnan(theirs[1]).all()
     ours = softmax_cross_entropy_with_logits_grad(z, x)
-    exact = _exact.softmax_grad([20.0, 0.0], [1.0, 0.0])
-    assert all(_exact.ulp_error(float(c), e, "float32") <= 0.5
+    exact = oracle.softmax_grad([20.0, 0.0], [1.0, 0.0])
+    assert all(oracle.ulp_error(float(c), e, "float32") <= 0.5
                for c, e in zip(ours[0], exact, strict=True))  # fmt: skip
     assert ours[1].tolist() == [0.0, 0.0]
 

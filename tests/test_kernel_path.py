@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 import logitloss
-from logitloss import _kernel_path
+from logitloss._core import route
 
 pytest.importorskip("numba")
 
-LARGE = (256, 128)  # 32768 elements: above _kernel_path.KERNEL_MIN
+LARGE = (256, 128)  # 32768 elements: above route.KERNEL_MIN
 SMALL = (16, 16)
 
 
@@ -139,16 +139,16 @@ def test_the_switch_is_scoped_to_the_thread(spy: dict) -> None:
     seen: list[bool] = []
 
     def other_thread() -> None:
-        seen.append(_kernel_path.forced_reference())
+        seen.append(route.forced_reference())
         logitloss.sigmoid_cross_entropy_with_logits(z, x)
 
     with logitloss.reference_path():
         worker = threading.Thread(target=other_thread)
         worker.start()
         worker.join()
-        assert _kernel_path.forced_reference()
+        assert route.forced_reference()
     assert seen == [False] and spy["logistic_loss"] == 1
-    assert not _kernel_path.forced_reference()
+    assert not route.forced_reference()
 
 
 def test_concurrent_calls_agree() -> None:

@@ -19,8 +19,10 @@ from conftest import BOUND, LOGISTIC_LIMITS, np_dtype
 pytest.importorskip("numba")
 mp = pytest.importorskip("mpmath")
 
-from logitloss import _exact, _kernels, _reference  # noqa: E402
-from logitloss._kernels import _fit, _math  # noqa: E402
+from logitloss import _kernels  # noqa: E402
+from logitloss._kernels import fit, vector_math  # noqa: E402
+from logitloss._losses import reference  # noqa: E402
+from logitloss._tools import oracle  # noqa: E402
 
 INF = math.inf
 NAN = math.nan
@@ -95,13 +97,13 @@ def as_float(a: np.ndarray) -> np.ndarray:
 def ulp_errors(computed: np.ndarray, exact: list, dtype: str) -> np.ndarray:
     values = as_float(computed).ravel()
     return np.array(
-        [_exact.ulp_error(float(c), e, dtype) for c, e in zip(values, exact, strict=True)]
+        [oracle.ulp_error(float(c), e, dtype) for c, e in zip(values, exact, strict=True)]
     )
 
 
 def normal_or_zero(exact: list, dtype: str) -> np.ndarray:
     """Mask of exact values that are zero, infinite or in ``dtype``'s normal range."""
-    _, emin = _exact.FORMATS[dtype]
+    _, emin = oracle.FORMATS[dtype]
     smallest = 2.0**emin
     return np.array([mp.isnan(e) or mp.isinf(e) or e == 0 or abs(e) >= smallest for e in exact])
 
@@ -119,7 +121,7 @@ def test_loss_grid_against_mpmath_and_reference(dtype: str, pos_weight: float | 
     assert out.dtype == dt and out.shape == x.shape
     qf = 1.0 if q is None else float(q)
     exact = [
-        _exact.logistic(float(a), float(b), qf)
+        oracle.logistic(float(a), float(b), qf)
         for a, b in zip(as_float(x).ravel(), as_float(z).ravel(), strict=True)
     ]
     errors = ulp_errors(out, exact, dtype)
@@ -130,7 +132,7 @@ def test_loss_grid_against_mpmath_and_reference(dtype: str, pos_weight: float | 
     else:
         assert errors.max() <= BOUND[dtype]
     # Against the reference path: the same NaNs and infinities, and within the same bound.
-    ref = _reference.logistic(x, z, q, xp=np)
+    ref = reference.logistic(x, z, q, xp=np)
     np.testing.assert_array_equal(np.isnan(as_float(out)), np.isnan(as_float(ref)))
     np.testing.assert_array_equal(np.isinf(as_float(out)), np.isinf(as_float(ref)))
 
@@ -194,7 +196,7 @@ def test_grad_grid_against_mpmath_and_reference(dtype: str, pos_weight: float | 
         assert ok.all(), (x.ravel()[~ok], z.ravel()[~ok])
     else:
         assert errors.max() <= BOUND[dtype]
-    ref = _reference.logistic_grad(x, z, q, np.ones_like(x), wrt="logits", xp=np)
+    ref = reference.logistic_grad(x, z, q, np.ones_like(x), wrt="logits", xp=np)
     np.testing.assert_array_equal(np.isnan(as_float(out)), np.isnan(as_float(ref)))
 
 
@@ -225,7 +227,7 @@ def test_grad_times_upstream(dtype: str) -> None:
         rng.normal(size=33).astype(dtype),
     ):
         got = _kernels.logistic_grad_logits(x, z, q, up)
-        ref = _reference.logistic_grad(x, z, q, np.broadcast_to(up, x.shape), wrt="logits", xp=np)
+        ref = reference.logistic_grad(x, z, q, np.broadcast_to(up, x.shape), wrt="logits", xp=np)
         scale = np.abs(as_float(ref)) + np.abs(as_float(np.broadcast_to(up, x.shape)))
         np.testing.assert_allclose(
             got,
@@ -240,7 +242,7 @@ def test_grad_times_upstream(dtype: str) -> None:
 
 def reference_loss(x: np.ndarray, z: np.ndarray, q: object = None) -> np.ndarray:
     qa = None if q is None else np.asarray(q, x.dtype)
-    return _reference.logistic(x, z, qa, xp=np)
+    return reference.logistic(x, z, qa, xp=np)
 
 
 def close(a: np.ndarray, b: np.ndarray) -> None:
@@ -270,7 +272,7 @@ def test_non_contiguous_inputs(data: tuple[np.ndarray, np.ndarray]) -> None:
     for a, b in cases:
         close(_kernels.logistic_loss(a, b), reference_loss(a, b))
         close(_kernels.logistic_loss(a, b, 3.0), reference_loss(a, b, 3.0))
-        ref = _reference.logistic_grad(a, b, None, np.ones_like(a), wrt="logits", xp=np)
+        ref = reference.logistic_grad(a, b, None, np.ones_like(a), wrt="logits", xp=np)
         close(_kernels.logistic_grad_logits(a, b), ref)
 
 
@@ -283,7 +285,7 @@ def test_pos_weight_shapes(data: tuple[np.ndarray, np.ndarray]) -> None:
         q_t = np.broadcast_to(q, x.shape).T  # zero strides, transposed
         close(_kernels.logistic_loss(x.T, z.T, q_t), reference_loss(x.T, z.T, q_t))
         g = _kernels.logistic_grad_logits(x, z, q)
-        ref = _reference.logistic_grad(x, z, q, np.ones_like(x), wrt="logits", xp=np)
+        ref = reference.logistic_grad(x, z, q, np.ones_like(x), wrt="logits", xp=np)
         close(g, ref)
 
 
@@ -294,7 +296,7 @@ def test_short_rows_are_grouped() -> None:
     z = rng.random((200_000, 10)).astype(np.float32)
     q = (rng.random(10) * 3).astype(np.float32)
     close(_kernels.logistic_loss(x, z, q), reference_loss(x, z, q))
-    ref = _reference.logistic_grad(x, z, q, np.ones_like(x), wrt="logits", xp=np)
+    ref = reference.logistic_grad(x, z, q, np.ones_like(x), wrt="logits", xp=np)
     close(_kernels.logistic_grad_logits(x, z, q), ref)
 
 
@@ -321,7 +323,7 @@ def test_large_input_spot_checked(dtype: str) -> None:
     grad = _kernels.logistic_grad_logits(x, z, q)
     picks = np.concatenate([rng.integers(0, n, 3000), [0, n - 1, 16383, 16384]])
     close(out[picks], reference_loss(x[picks], z[picks], q))
-    ref = _reference.logistic_grad(
+    ref = reference.logistic_grad(
         x[picks], z[picks], q, np.ones(picks.size, dtype), wrt="logits", xp=np
     )
     np.testing.assert_allclose(grad[picks], ref, rtol=4 * np.finfo(dtype).eps, atol=1e-12)
@@ -426,13 +428,13 @@ def test_import_has_no_side_effects() -> None:
 
 
 def test_coefficients_are_the_documented_fits() -> None:
-    fits = _fit.fit_all()
-    assert fits["exp_fast"] == _math._EXP_FAST
-    assert fits["exp_precise"] == _math._EXP_PRECISE
-    assert fits["log_fast"] == _math._LOG_FAST
-    assert fits["log_precise"] == _math._LOG_PRECISE
+    fits = fit.fit_all()
+    assert fits["exp_fast"] == vector_math._EXP_FAST
+    assert fits["exp_precise"] == vector_math._EXP_PRECISE
+    assert fits["log_fast"] == vector_math._LOG_FAST
+    assert fits["log_precise"] == vector_math._LOG_PRECISE
     # float32 results need about 2^-28; float64 needs the approximation well below 2^-53.
-    assert _fit.relative_error("exp_fast", _math._EXP_FAST) < 2.0**-28
-    assert _fit.relative_error("log_fast", _math._LOG_FAST) < 2.0**-31
-    assert _fit.relative_error("exp_precise", _math._EXP_PRECISE) < 2.0**-55
-    assert _fit.relative_error("log_precise", _math._LOG_PRECISE) < 2.0**-56
+    assert fit.relative_error("exp_fast", vector_math._EXP_FAST) < 2.0**-28
+    assert fit.relative_error("log_fast", vector_math._LOG_FAST) < 2.0**-31
+    assert fit.relative_error("exp_precise", vector_math._EXP_PRECISE) < 2.0**-55
+    assert fit.relative_error("log_precise", vector_math._LOG_PRECISE) < 2.0**-56

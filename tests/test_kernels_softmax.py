@@ -27,7 +27,9 @@ from conftest import BOUND, np_dtype
 pytest.importorskip("numba")
 mp = pytest.importorskip("mpmath")
 
-from logitloss import _exact, _formulas, _kernels, _reference  # noqa: E402
+from logitloss import _kernels  # noqa: E402
+from logitloss._losses import formulas, reference  # noqa: E402
+from logitloss._tools import oracle  # noqa: E402
 
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
 INF, NAN = math.inf, math.nan
@@ -73,12 +75,12 @@ def grid_cases(dtype: str) -> dict[int, tuple[np.ndarray, np.ndarray, list[tuple
 
 @functools.cache
 def exact_loss(row: tuple, z: tuple) -> Any:
-    return _exact.softmax(list(row), list(z))
+    return oracle.softmax(list(row), list(z))
 
 
 @functools.cache
 def exact_grad(row: tuple, z: tuple) -> tuple[list, list]:
-    return _exact.softmax_grad(row, z), _exact.softmax_grad_scale(row, z)
+    return oracle.softmax_grad(row, z), oracle.softmax_grad_scale(row, z)
 
 
 def is_normal(value: Any, dtype: str) -> bool:
@@ -86,7 +88,7 @@ def is_normal(value: Any, dtype: str) -> bool:
         mp.isnan(value)
         or mp.isinf(value)
         or value == 0
-        or abs(value) >= 2.0 ** (_exact.FORMATS[dtype][1])
+        or abs(value) >= 2.0 ** (oracle.FORMATS[dtype][1])
     )
 
 
@@ -95,7 +97,7 @@ def deep_cancellation(exact: Any, scale: Any, dtype: str) -> bool:
     internals cannot promise 1 ULP (the reference misses there too)."""
     if dtype not in ("bfloat16", "float32") or scale == 0 or not mp.isfinite(scale):
         return False
-    return bool(abs(exact) < scale * 2.0 ** (_exact.FORMATS[dtype][0] - 49))
+    return bool(abs(exact) < scale * 2.0 ** (oracle.FORMATS[dtype][0] - 49))
 
 
 # --- The loss on the grid ----------------------------------------------------------------------
@@ -107,12 +109,12 @@ def test_loss_grid_against_mpmath_and_reference(dtype: str) -> None:
     for x, z, items in grid_cases(dtype).values():
         out = _kernels.softmax_loss(x, z)
         assert out.dtype == x.dtype and out.shape == x.shape[:1]
-        ref = _reference.softmax(x, z, axis=-1, xp=np)
+        ref = reference.softmax(x, z, axis=-1, xp=np)
         np.testing.assert_array_equal(np.isnan(floats(out)), np.isnan(floats(ref)))
         np.testing.assert_array_equal(np.isinf(floats(out)), np.isinf(floats(ref)))
         for got, (row, labels) in zip(floats(out).tolist(), items, strict=True):
             exact = exact_loss(row, labels)
-            error = _exact.ulp_error(got, exact, dtype)
+            error = oracle.ulp_error(got, exact, dtype)
             if dtype == "float64" and not is_normal(exact, dtype):
                 assert error <= 8, (row, labels, got)  # a few smallest subnormals
                 continue
@@ -129,12 +131,12 @@ def test_sparse_loss_grid_against_mpmath_and_reference(dtype: str) -> None:
         for label in range(n):
             labels = np.full(len(xs), label)
             out = _kernels.sparse_softmax_loss(xs, labels)
-            ref = _reference.sparse_softmax(xs, labels, xp=np)
+            ref = reference.sparse_softmax(xs, labels, xp=np)
             np.testing.assert_array_equal(np.isnan(floats(out)), np.isnan(floats(ref)))
             for got, row in zip(floats(out).tolist(), floats(xs).tolist(), strict=True):
-                exact = _exact.sparse_softmax(row, label)
+                exact = oracle.sparse_softmax(row, label)
                 bound = BOUND[dtype] if is_normal(exact, dtype) else 8
-                assert _exact.ulp_error(got, exact, dtype) <= bound, (row, label, got)
+                assert oracle.ulp_error(got, exact, dtype) <= bound, (row, label, got)
 
 
 # --- The gradient on the grid ------------------------------------------------------------------
@@ -143,9 +145,9 @@ def test_sparse_loss_grid_against_mpmath_and_reference(dtype: str) -> None:
 def check_grad(got: np.ndarray, row: tuple, labels: tuple, dtype: str, where: str) -> None:
     exact, scale = exact_grad(row, labels)
     for j, value in enumerate(floats(got).tolist()):
-        ulp = _exact.ulp_error(value, exact[j], dtype)
+        ulp = oracle.ulp_error(value, exact[j], dtype)
         assert not math.isinf(ulp), (where, row, labels, j, value, exact[j])
-        s = _exact.scale_ulp_error(value, exact[j], scale[j], dtype)
+        s = oracle.scale_ulp_error(value, exact[j], scale[j], dtype)
         if dtype == "float64":
             if is_normal(scale[j], dtype):
                 assert s <= SCALE_BOUND, (where, row, labels, j, value, s)
@@ -160,7 +162,7 @@ def test_grad_grid_against_mpmath_and_reference(dtype: str) -> None:
     for x, z, items in grid_cases(dtype).values():
         grad = _kernels.softmax_grad_logits(x, z)
         assert grad.dtype == x.dtype and grad.shape == x.shape
-        ref = _reference.softmax_grad(x, z, np.ones(len(x), x.dtype), axis=-1, wrt="logits",
+        ref = reference.softmax_grad(x, z, np.ones(len(x), x.dtype), axis=-1, wrt="logits",
                                       xp=np)  # fmt: skip
         np.testing.assert_array_equal(np.isnan(floats(grad)), np.isnan(floats(ref)))
         for g, (row, labels) in zip(grad, items, strict=True):
@@ -206,7 +208,7 @@ def test_limits(dtype: str, logits: list, labels: list, limit: float) -> None:
         elif math.isinf(limit) or limit == 0:
             assert value == expected
         else:
-            assert _exact.ulp_error(value, mp.mpf(limit), dtype) <= 1
+            assert oracle.ulp_error(value, mp.mpf(limit), dtype) <= 1
 
 
 def test_sparse_limits_and_out_of_range_labels() -> None:
@@ -215,7 +217,7 @@ def test_sparse_limits_and_out_of_range_labels() -> None:
     loss = _kernels.sparse_softmax_loss(x, labels)
     assert loss[:3].tolist() == [0.0, INF, INF]
     assert np.isnan(loss[3:5]).all() and np.isfinite(loss[5])
-    ref = _reference.sparse_softmax(x, labels, xp=np)
+    ref = reference.sparse_softmax(x, labels, xp=np)
     np.testing.assert_array_equal(np.isnan(loss), np.isnan(ref))
     grad = _kernels.sparse_softmax_grad_logits(x, labels)
     assert np.isnan(grad[3:5]).all() and np.isfinite(grad[[0, 1, 2, 5]]).all()
@@ -255,10 +257,10 @@ def test_long_rows_against_mpmath(dtype: str) -> None:
     sparse = _kernels.sparse_softmax_loss(x, np.array([5, 17, 2, 4999]))
     for i in range(4):
         exact = exact_long_loss(x[i], z[i])
-        assert _exact.ulp_error(float(loss[i]), exact, dtype) <= BOUND[dtype]
-        assert _exact.ulp_error(float(fused[i]), exact, dtype) <= BOUND[dtype]
+        assert oracle.ulp_error(float(loss[i]), exact, dtype) <= BOUND[dtype]
+        assert oracle.ulp_error(float(fused[i]), exact, dtype) <= BOUND[dtype]
     exact = exact_long_loss(x[1], z[1])
-    assert _exact.ulp_error(float(sparse[1]), exact, dtype) <= BOUND[dtype]
+    assert oracle.ulp_error(float(sparse[1]), exact, dtype) <= BOUND[dtype]
 
 
 # --- Layouts -----------------------------------------------------------------------------------
@@ -277,8 +279,8 @@ def close_grad(a: np.ndarray, b: np.ndarray) -> None:
 def reference_pair(x: np.ndarray, z: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     ones = np.ones(np.delete(np.array(x.shape), axis % x.ndim).tolist(), x.dtype)
     return (
-        _reference.softmax(x, z, axis=axis, xp=np),
-        _reference.softmax_grad(x, z, ones, axis=axis, wrt="logits", xp=np),
+        reference.softmax(x, z, axis=axis, xp=np),
+        reference.softmax_grad(x, z, ones, axis=axis, wrt="logits", xp=np),
     )
 
 
@@ -314,10 +316,10 @@ def test_layouts_and_axes(data: tuple[np.ndarray, np.ndarray]) -> None:
         close_grad(fused_grad, grad)
     labels = np.random.default_rng(1).integers(0, 9, (13, 17))
     for a, lab in [(x[::-1], labels[::-1]), (x.transpose(1, 0, 2), labels.T), (x[:, 2:5], labels[:, 2:5])]:  # fmt: skip  # noqa: E501
-        close(_kernels.sparse_softmax_loss(a, lab), _reference.sparse_softmax(a, lab, xp=np))
+        close(_kernels.sparse_softmax_loss(a, lab), reference.sparse_softmax(a, lab, xp=np))
         ones = np.ones(lab.shape, a.dtype)
         close_grad(_kernels.sparse_softmax_grad_logits(a, lab),
-                   _reference.sparse_softmax_grad(a, lab, ones, xp=np))  # fmt: skip
+                   reference.sparse_softmax_grad(a, lab, ones, xp=np))  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
@@ -334,7 +336,7 @@ def test_other_dtypes_match_the_reference(dtype: str) -> None:
     np.testing.assert_allclose(floats(loss), floats(ref_loss), rtol=tolerance)
     np.testing.assert_allclose(floats(grad), floats(ref_grad), rtol=tolerance, atol=tolerance / 64)
     sparse = _kernels.sparse_softmax_loss(x, labels)
-    np.testing.assert_allclose(floats(sparse), floats(_reference.sparse_softmax(x, labels, xp=np)),
+    np.testing.assert_allclose(floats(sparse), floats(reference.sparse_softmax(x, labels, xp=np)),
                                rtol=tolerance)  # fmt: skip
 
 
@@ -349,7 +351,7 @@ def test_empty_inputs() -> None:
     # Zero classes: the reference has no maximum to take (ValueError), nor do the kernels.
     empty = np.zeros((3, 0), np.float32)
     with pytest.raises(ValueError):
-        _reference.softmax(empty, empty, axis=-1, xp=np)
+        reference.softmax(empty, empty, axis=-1, xp=np)
     with pytest.raises(ValueError, match=r"softmax_loss: logits have zero classes"):
         _kernels.softmax_loss(empty, empty)
     with pytest.raises(ValueError, match=r"sparse_softmax_grad_logits: logits have zero classes"):
@@ -372,7 +374,7 @@ def test_large_input_spot_checked() -> None:
     close(loss[picks], ref_loss)
     close(_kernels.softmax_loss(x, z)[picks], ref_loss)
     close_grad(grad[picks], ref_grad)
-    close(sparse[picks], _reference.sparse_softmax(x[picks], labels[picks], xp=np))
+    close(sparse[picks], reference.sparse_softmax(x[picks], labels[picks], xp=np))
     # Serial (one row) and parallel (all rows) give the same numbers: the same row code.
     np.testing.assert_array_equal(_kernels.softmax_loss(x[picks[:1]], z[picks[:1]]),
                                   loss[picks[:1]])  # fmt: skip
@@ -388,9 +390,9 @@ def test_upstream(data: tuple[np.ndarray, np.ndarray]) -> None:
     for up in (rng.normal(size=(13, 17)).astype(np.float32), np.float32(2.5),
                rng.normal(size=(13, 1)).astype(np.float32), rng.normal(size=17)):  # fmt: skip
         full = np.broadcast_to(np.asarray(up, np.float32), (13, 17))
-        ref = _reference.softmax_grad(x, z, full, axis=-1, wrt="logits", xp=np)
+        ref = reference.softmax_grad(x, z, full, axis=-1, wrt="logits", xp=np)
         close_grad(_kernels.softmax_grad_logits(x, z, upstream=up), ref)
-        ref = _reference.sparse_softmax_grad(x, labels, full, xp=np)
+        ref = reference.sparse_softmax_grad(x, labels, full, xp=np)
         close_grad(_kernels.sparse_softmax_grad_logits(x, labels, upstream=up), ref)
     # per unit upstream, times upstream later: what the fused kernels are for
     up = rng.normal(size=(13, 17)).astype(np.float32)
@@ -434,7 +436,7 @@ def test_out_argument(data: tuple[np.ndarray, np.ndarray]) -> None:
 
     with np.errstate(invalid="ignore", over="ignore"):
         wx, wz = x.astype(np.float64), z.astype(np.float64)
-        reference = _formulas.softmax_loss(wx, wz, axis=-1, xp=xp)
+        reference = formulas.softmax_loss(wx, wz, axis=-1, xp=xp)
     finite = np.isfinite(reference)
     np.testing.assert_allclose(wide[finite], reference[finite], rtol=2.0**-26)
     np.testing.assert_array_equal(wide[~finite], reference[~finite])

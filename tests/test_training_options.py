@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import logitloss
-from logitloss._kernel_path import KERNEL_MIN
+from logitloss._core.route import KERNEL_MIN
 
 REDUCTIONS = ("none", "sum", "mean")
 # (rows, classes): under the kernel threshold, and past it.

@@ -5,22 +5,22 @@ of the exact value (float16, bfloat16, float32) and with the true limits at infi
 NumPy, PyTorch, JAX, CuPy, Dask and array-api-strict arrays.
 """
 
-from ._focal import sigmoid_focal_loss
-from ._gradients import (
+from ._api.focal import sigmoid_focal_loss
+from ._api.gradients import (
     sigmoid_cross_entropy_with_logits_grad,
     softmax_cross_entropy_with_logits_grad,
     sparse_softmax_cross_entropy_with_logits_grad,
     weighted_cross_entropy_with_logits_grad,
 )
-from ._kernel_path import reference_path
-from ._linear import linear_cross_entropy, linear_cross_entropy_value_and_grad
-from ._losses import (
+from ._api.linear import linear_cross_entropy, linear_cross_entropy_value_and_grad
+from ._api.tf_nn import (
     sigmoid_cross_entropy_with_logits,
     softmax_cross_entropy_with_logits,
     sparse_softmax_cross_entropy_with_logits,
     weighted_cross_entropy_with_logits,
 )
-from ._training import binary_cross_entropy_with_logits, cross_entropy
+from ._api.training import binary_cross_entropy_with_logits, cross_entropy
+from ._core.route import reference_path
 
 __version__ = "0.1.0"
 

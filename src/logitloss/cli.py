@@ -42,58 +42,58 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     """Print the demo to standard output."""
-    from ._demo import run_demo
+    from ._tools.demo import run_demo
 
     run_demo(sys.stdout)
     return 0
 
 
 def _configure_eval(parser: argparse.ArgumentParser) -> None:
-    from . import _eval_command
+    from ._tools.eval import command as eval_command
 
-    _eval_command.configure(parser)
+    eval_command.configure(parser)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from . import _eval_command
-    from ._files import DataError
+    from ._tools.eval import command as eval_command
+    from ._tools.files import DataError
 
     try:
-        return _eval_command.run(args)
+        return eval_command.run(args)
     except DataError as error:
         raise CommandError(str(error)) from None
 
 
 def _configure_stability(parser: argparse.ArgumentParser) -> None:
-    from . import _stability
+    from ._tools import stability
 
-    _stability.configure(parser)
+    stability.configure(parser)
 
 
 def _run_stability(args: argparse.Namespace) -> int:
-    from . import _stability
-    from ._files import DataError
+    from ._tools import stability
+    from ._tools.files import DataError
 
     try:
-        return _stability.run(args)
+        return stability.run(args)
     except DataError as error:
         raise CommandError(str(error)) from None
 
 
 def _configure_bench(parser: argparse.ArgumentParser) -> None:
-    from . import _bench
+    from ._tools import bench
 
-    _bench.configure(parser)
+    bench.configure(parser)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from . import _bench
-    from ._files import DataError, require
+    from ._tools import bench
+    from ._tools.files import DataError, require
 
     try:
         if args.plot is not None:  # before minutes of timing, not after
             require("matplotlib", "--plot")
-        return _bench.run(args)
+        return bench.run(args)
     except DataError as error:
         raise CommandError(str(error)) from None
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from . import _options
-from ._training import binary_cross_entropy_with_logits, cross_entropy
+from ._api.training import binary_cross_entropy_with_logits, cross_entropy
+from ._core import options
 
 __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss"]
 
@@ -88,8 +88,8 @@ class BCEWithLogitsLoss(torch.nn.Module):
         name = "logitloss.torch.BCEWithLogitsLoss"
         _refuse_legacy(name, size_average, reduce)
         # Checked now, as torch does, rather than at the first batch.
-        self.reduction = _options.reduction(name, reduction)
-        self.label_smoothing = _options.real(
+        self.reduction = options.reduction(name, reduction)
+        self.label_smoothing = options.real(
             name, "label_smoothing", label_smoothing, low=0.0, high=1.0
         )
         self.register_buffer("weight", weight)
@@ -163,12 +163,12 @@ class CrossEntropyLoss(torch.nn.Module):
         super().__init__()
         name = "logitloss.torch.CrossEntropyLoss"
         _refuse_legacy(name, size_average, reduce)
-        self.ignore_index = _options.integer(name, "ignore_index", ignore_index)
-        self.reduction = _options.reduction(name, reduction)
-        self.label_smoothing = _options.real(
+        self.ignore_index = options.integer(name, "ignore_index", ignore_index)
+        self.reduction = options.reduction(name, reduction)
+        self.label_smoothing = options.real(
             name, "label_smoothing", label_smoothing, low=0.0, high=1.0
         )
-        self.z_loss = _options.real(name, "z_loss", z_loss, low=0.0)
+        self.z_loss = options.real(name, "z_loss", z_loss, low=0.0)
         self.register_buffer("weight", weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _layout, _logistic, _runtime, _softmax
+from .._losses.logistic import kernel as logistic_kernel
+from .._losses.softmax import kernel as softmax_kernel
+from . import layout, runtime
 
 __all__ = [
     "logistic_grad_logits",
@@ -63,7 +65,7 @@ def logistic_loss(
     ``x`` itself. Returns ``out`` or a new array.
     """
     x, z, q, _, out = _arguments("logistic_loss", x, z, q, None, out)
-    return _run(_logistic.loss_serial, _logistic.loss_parallel, x, [z, q], out)
+    return _run(logistic_kernel.loss_serial, logistic_kernel.loss_parallel, x, [z, q], out)
 
 
 def logistic_grad_logits(
@@ -80,7 +82,8 @@ def logistic_grad_logits(
     ``upstream`` (``None`` = ones; anything that broadcasts to ``x``), rounded once.
     """
     x, z, q, upstream, out = _arguments("logistic_grad_logits", x, z, q, upstream, out)
-    return _run(_logistic.grad_serial, _logistic.grad_parallel, x, [z, q, upstream], out)
+    kernels = (logistic_kernel.grad_serial, logistic_kernel.grad_parallel)
+    return _run(*kernels, x, [z, q, upstream], out)
 
 
 def logistic_loss_and_grad(x: np.ndarray, z: Any, q: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -100,18 +103,18 @@ def logistic_loss_and_grad(x: np.ndarray, z: Any, q: Any = None) -> tuple[np.nda
         return loss, grad
     operands = [(x, False, False), (z, False, False), (q, True, False)]
     operands += [(loss, False, True), (grad, False, True)]
-    plan, arrays = _layout.plan(x, operands)
-    for piece in _layout.group_rows(plan, _runtime.TILE):
-        kernel = _runtime.pick(
-            _logistic.both_serial, _logistic.both_parallel, piece.rows * piece.cols
+    plan, arrays = layout.plan(x, operands)
+    for piece in layout.group_rows(plan, runtime.TILE):
+        kernel = runtime.pick(
+            logistic_kernel.both_serial, logistic_kernel.both_parallel, piece.rows * piece.cols
         )
         logits, labels, weight, loss_op, grad_op = piece.operands
         args = (
             logits.base, logits.row_stride, labels.base, labels.row_stride,
             weight.base, weight.row_stride, weight.varies, loss_op.base, loss_op.row_stride,
-            grad_op.base, grad_op.row_stride, piece.rows, piece.cols, _runtime.TILE,
+            grad_op.base, grad_op.row_stride, piece.rows, piece.cols, runtime.TILE,
         )  # fmt: skip
-        _runtime.call(kernel, (x.dtype.char,), args)
+        runtime.call(kernel, (x.dtype.char,), args)
     # An output replaced by a contiguous copy (x not walkable as it is) is copied back.
     for target, used in zip((loss, grad), arrays[-2:], strict=True):
         if used is not target:
@@ -145,12 +148,12 @@ def logistic_loss_sum(
     a, b = 1.0 - smoothing, smoothing / 2
     partials = []
     operands = [(x, False, False), (z, False, False), (q, True, False), (w, True, False)]
-    plan, _ = _layout.plan(x, operands[:3] if plain else operands)
-    for piece in _layout.group_rows(plan, _runtime.TILE):
-        kernel = _runtime.pick(
-            _logistic.sum_serial, _logistic.sum_parallel, piece.rows * piece.cols
+    plan, _ = layout.plan(x, operands[:3] if plain else operands)
+    for piece in layout.group_rows(plan, runtime.TILE):
+        kernel = runtime.pick(
+            logistic_kernel.sum_serial, logistic_kernel.sum_parallel, piece.rows * piece.cols
         )
-        tiles = piece.rows * -(-piece.cols // _runtime.TILE)
+        tiles = piece.rows * -(-piece.cols // runtime.TILE)
         partial = np.empty((tiles, 2), np.float64)
         logits, labels, pos, *weights = piece.operands
         wargs = (None, 0, False) if plain else (
@@ -159,9 +162,9 @@ def logistic_loss_sum(
         args = (
             logits.base, logits.row_stride, labels.base, labels.row_stride,
             pos.base, pos.row_stride, pos.varies, *wargs,
-            a, b, partial, piece.rows, piece.cols, _runtime.TILE,
+            a, b, partial, piece.rows, piece.cols, runtime.TILE,
         )  # fmt: skip
-        _runtime.call(kernel, (x.dtype.char, plain), args)
+        runtime.call(kernel, (x.dtype.char, plain), args)
         partials.append(partial)
     sums = np.concatenate(partials)
     return math.fsum(sums[:, 0].tolist()), math.fsum(sums[:, 1].tolist())
@@ -258,15 +261,15 @@ def _run(
         operands = [(x, False, False), (inputs[0], False, False)]
         operands += [(a, True, False) for a in inputs[1:]]
         operands.append((target, False, True))
-        plan, arrays = _layout.plan(x, operands)
-        for piece in _layout.group_rows(plan, _runtime.TILE):
-            kernel = _runtime.pick(serial, parallel, piece.rows * piece.cols)
+        plan, arrays = layout.plan(x, operands)
+        for piece in layout.group_rows(plan, runtime.TILE):
+            kernel = runtime.pick(serial, parallel, piece.rows * piece.cols)
             logits, labels, *broadcast, written = piece.operands
             args: list[Any] = [logits.base, logits.row_stride, labels.base, labels.row_stride]
             for op in broadcast:  # these also say whether they vary along the row
                 args += [op.base, op.row_stride, op.varies]
-            args += [written.base, written.row_stride, piece.rows, piece.cols, _runtime.TILE]
-            _runtime.call(kernel, (x.dtype.char,), tuple(args))
+            args += [written.base, written.row_stride, piece.rows, piece.cols, runtime.TILE]
+            runtime.call(kernel, (x.dtype.char,), tuple(args))
         if arrays[-1] is not target:
             target[...] = arrays[-1]
     if result is None:
@@ -534,9 +537,9 @@ def _softmax_run(
         if loss_target is not None:
             per_row.append((loss_target, True))
         try:
-            rows, cols, ops = _layout.class_rows(full, per_row)
+            rows, cols, ops = layout.class_rows(full, per_row)
             break
-        except _layout.LayoutError:
+        except layout.LayoutError:
             if attempt:
                 raise AssertionError("unreachable: contiguous operands have rows") from None
             inputs = [a if _c_contiguous(a) else np.ascontiguousarray(a) for a in inputs]
@@ -570,7 +573,7 @@ def _cast_into(wide: np.ndarray | None, out: np.ndarray | None, dtype: np.dtype)
 
 
 def _launch(
-    ops: list[_layout.RowOperand],
+    ops: list[layout.RowOperand],
     rows: int,
     cols: int,
     soft: bool,
@@ -591,26 +594,26 @@ def _launch(
     key = (dtype.char, "" if loss_dtype is None else loss_dtype.char)
     size = rows * cols
 
-    def triple(op: _layout.RowOperand) -> list[Any]:
+    def triple(op: layout.RowOperand) -> list[Any]:
         return [op.base, op.offset, op.row_stride]
 
     second = triple(z) if soft else triple(labels)
     if not want_grad:
         serial, parallel = (
-            (_softmax.soft_loss_serial, _softmax.soft_loss_parallel)
+            (softmax_kernel.soft_loss_serial, softmax_kernel.soft_loss_parallel)
             if soft
-            else (_softmax.sparse_loss_serial, _softmax.sparse_loss_parallel)
+            else (softmax_kernel.sparse_loss_serial, softmax_kernel.sparse_loss_parallel)
         )
         args = [*triple(x), *second, *triple(loss), rows, cols]
     else:
         serial, parallel = (
-            (_softmax.soft_grad_serial, _softmax.soft_grad_parallel)
+            (softmax_kernel.soft_grad_serial, softmax_kernel.soft_grad_parallel)
             if soft
-            else (_softmax.sparse_grad_serial, _softmax.sparse_grad_parallel)
+            else (softmax_kernel.sparse_grad_serial, softmax_kernel.sparse_grad_parallel)
         )
         # Without a loss wanted, a one-element stand-in of the same type (one compiled kernel).
         loss_args = triple(loss) if loss is not None else [np.empty(1, dtype), 0, 0]
         args = [*triple(x), *second, *triple(upstream), *loss_args, *triple(grad), rows, cols]
         args.append(want_loss)
-    kernel = _runtime.pick(serial, parallel, size)
-    _runtime.call(kernel, key, tuple(args))
+    kernel = runtime.pick(serial, parallel, size)
+    runtime.call(kernel, key, tuple(args))

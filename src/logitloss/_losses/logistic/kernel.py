@@ -1,0 +1,497 @@
+"""numba kernels for the logistic (sigmoid and weighted) cross-entropy and its gradient.
+
+Each kernel works on 2-D "row" views prepared by ``_layout``: every operand is a 1-D contiguous
+base array, a row stride and, for ``pos_weight`` and ``upstream``, a flag saying whether they vary
+along the row (per element or per class) or are constant along it (a scalar, or per row). Rows
+are cut into tiles and the tiles shared between the threads (``prange``); within a tile every
+operand is a contiguous slice, which is what lets LLVM vectorise the loop (indexing the base with
+``offset + j`` makes numba emit gathers for its negative-index check: 3x slower, measured).
+
+Inputs are loaded in their dtype, computed in float64 and stored rounded once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from ..._kernels.vector_math import (
+    LN3,
+    add_reassoc,
+    exp_expm1_nonpos,
+    exp_nonpos,
+    fma,
+    log1p_unit,
+    two_sum,
+)
+from .. import formulas
+
+_NAN = math.nan
+_OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
+
+
+def _is_float64(a):  # type: ignore[no-untyped-def]  # pragma: no cover - replaced in numba
+    raise NotImplementedError
+
+
+@overload(_is_float64, inline="always")
+def _is_float64_impl(a):  # type: ignore[no-untyped-def]
+    """A compile-time constant: float64 data takes the wide (float64-accurate) path."""
+    wide = isinstance(a, types.Array) and a.dtype == types.float64
+    if wide:
+        return lambda a: True
+    return lambda a: False
+
+
+# --- One element -------------------------------------------------------------------------------
+
+_FAR = 512.0
+_EXP_NEG_FAR = math.exp(-_FAR)
+
+
+@njit(inline="always", error_model="numpy")
+def loss_wide(x: float, z: float, q: float) -> float:
+    """The weighted logistic loss of one float64 element; mirrors ``formulas.logistic_loss``.
+
+    ``q z softplus(-x) + (1 - z) softplus(x)`` as ``(1 - z) x + l log1p(e^-x)`` for ``x >= 0``
+    and ``q z (-x) + l log1p(e^x)`` for ``x < 0``, ``l = (1 - z) + q z``: all terms
+    non-negative. The sigmoid loss is ``q = 1`` (the reference's ``q is None`` branch, with
+    products by 1, which are exact). Every guard of the reference is here, as a select.
+    """
+    nonneg = x >= 0.0
+    m = x if nonneg else -x
+    one_minus_z = 1.0 - z
+    # A zero coefficient contributes exactly zero, also against an infinite logit.
+    linear_pos = one_minus_z * (0.0 if one_minus_z == 0.0 else m)
+    masked = 0.0 if (z == 0.0 or q == 0.0) else m
+    q_x = q * masked
+    # q z |x| as (q |x|) z: z |x| can be subnormal and lose the bits q would scale back up;
+    # q |x| can only overflow, and then q (z |x|) has no subnormal step.
+    linear_neg = q_x * z if abs(q_x) < np.inf else q * (z * masked)
+    linear = linear_pos if nonneg else linear_neg
+    weight = one_minus_z + q * z
+    # Past |x| = 512, e^-|x| is e^(512 - |x|) e^-512: the weight scales a normal number before
+    # the result is rounded, once, into the subnormal range.
+    far = m > _FAR
+    e = exp_nonpos(_FAR - m if far else -m, True, True)
+    near = weight * log1p_unit(e, True)
+    return linear + ((weight * e) * _EXP_NEG_FAR if far else near)
+
+
+@njit(inline="always", error_model="numpy")
+def loss_narrow(x: float, z: float, q: float) -> float:
+    """:func:`loss_wide` for values of a float16, bfloat16 or float32 input, in float64.
+
+    The same formula with the guards that such inputs cannot need removed (this is the kernel's
+    hot path, and each select is a cycle per element):
+
+    - ``q z`` is exact in float64 (two significands of at most 24 bits, an exponent of at least
+      -298), so ``(q z) |x|`` is rounded once: no subnormal step, no overflow (below 1.2e77);
+    - the coefficient of ``|x|`` is zero exactly when ``z = 0`` or ``q = 0`` (or ``1 - z = 0``),
+      the reference's masks, as one test;
+    - ``e^-|x|`` below ``e^-708`` (and the reference's subnormal branch past ``|x| = 512``)
+      changes nothing: the log term is then below ``3.4e38 e^-708 = 1e-269``, which rounds to 0
+      in every narrow dtype and cannot move a rounding of the linear term.
+    """
+    nonneg = x >= 0.0
+    m = abs(x)
+    qz = q * z
+    one_minus_z = 1.0 - z
+    coef = one_minus_z if nonneg else qz
+    linear = coef * (0.0 if coef == 0.0 else m)
+    e = exp_nonpos(-m, False, False)
+    return linear + (one_minus_z + qz) * log1p_unit(e, False)
+
+
+@njit(inline="always", error_model="numpy")
+def grad_element(x: float, z: float, q: float, wide: bool) -> tuple[float, bool]:
+    """``d/dx`` of the loss of one element, and whether it lies next to the gradient's zero;
+    mirrors ``formulas.logistic_grad_logits``.
+
+    ``(1 - z) sigma(x) - q z sigma(-x)``, with ``l = (1 - z) + q z`` and ``s = e / (1 + e)``,
+    ``e = e^-|x|``: ``(l/2) tanh(x/2) + ((1 - z) - q z)/2`` for ``|x| < ln 3``,
+    ``(1 - z) - l s`` for ``x >= ln 3`` and ``l s - q z`` for ``x <= -ln 3``.
+
+    The float64-accurate ``exp`` in every dtype: the two terms cancel near the gradient's zero,
+    which multiplies their relative error, so float32 results need float64-accurate terms too.
+    ``wide`` (float64 inputs) keeps ``e`` below ``e^-708`` and forms ``l s`` past ``|x| = 512``
+    as ``(l e^(512 - |x|)) e^-512`` (one rounding into the subnormal range). For narrow inputs
+    the flag says the result is below ``2^-22`` of its terms, where the float64 error (2^-53 of
+    the terms) may exceed half an ULP: the caller recomputes those with :func:`grad_near_zero`.
+    """
+    qz = q * z
+    one_minus_z = 1.0 - z
+    weight = one_minus_z + qz
+    nonneg = x >= 0.0
+    m = abs(x)
+    far = wide and m > _FAR
+    e, e_minus_one = exp_expm1_nonpos(_FAR - m if far else -m, wide)
+    d = 1.0 + e
+    s = e / d
+    weighted_s = (weight * e) * _EXP_NEG_FAR if far else weight * s
+    # tanh(x/2) = sign(x) (1 - e) / (1 + e), with 1 - e formed without cancellation: a second
+    # division costs less than a float64-accurate tanh polynomial (degree 10 in x^2, measured
+    # 20 % slower for float32) and is about as accurate.
+    tanh = -e_minus_one / d
+    tanh = tanh if nonneg else -tanh
+    outer = one_minus_z - weighted_s if nonneg else weighted_s - qz
+    near_zero = (0.5 * weight) * tanh + 0.5 * (one_minus_z - qz)
+    g = near_zero if m < LN3 else outer
+    if wide:
+        return g, False
+    return g, abs(g) < (_DEEP * weight) * s
+
+
+@njit(inline="always", error_model="numpy")
+def loss_element(x: float, z: float, q: float, wide: bool) -> float:
+    return loss_wide(x, z, q) if wide else loss_narrow(x, z, q)
+
+
+# --- Double-float arithmetic: the gradient next to its zero (rare, scalar) ---------------------
+
+_DEEP = 2.0**-22
+_LOG2E = 1.4426950408889634
+_LN2_1, _LN2_2, _LN2_3 = formulas.DD_LN2
+(_C2_HI, _C2_LO), (_C3_HI, _C3_LO), (_C4_HI, _C4_LO), (_C5_HI, _C5_LO) = formulas.DD_TAYLOR
+_T6, _T7, _T8, _T9, _T10 = formulas.TAYLOR_TAIL
+
+
+@njit(inline="always", error_model="numpy")
+def _two_prod(a: float, b: float) -> tuple[float, float]:
+    p = a * b
+    return p, fma(a, b, -p)
+
+
+@njit(inline="always", error_model="numpy")
+def _fast_two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    return s, b - (s - a)
+
+
+@njit(inline="always", error_model="numpy")
+def _dd_mul(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
+    p, e = _two_prod(ah, bh)
+    return _fast_two_sum(p, e + (ah * bl + al * bh))
+
+
+@njit(inline="always", error_model="numpy")
+def _dd_add(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
+    s, e = two_sum(ah, bh)
+    return _fast_two_sum(s, e + (al + bl))
+
+
+@njit(inline="always", error_model="numpy")
+def exp_dd(a: float) -> tuple[float, float]:
+    """``e^a`` as a double-float, relative error about 2^-100 for ``-600 <= a <= 0``: the
+    reference's ``formulas._exp_dd`` (same steps and constants) with FMA products."""
+    k = np.round(a * _LOG2E)
+    reduced = a - k * _LN2_1
+    p, p_err = _two_prod(k, _LN2_2)
+    r_hi, r_lo = two_sum(reduced, -p)
+    r_hi, r_lo = _fast_two_sum(r_hi, r_lo - p_err - k * _LN2_3)
+    sh, sl = r_hi / 256.0, r_lo / 256.0
+    tail = _T9 + sh * _T10
+    tail = _T8 + sh * tail
+    tail = _T7 + sh * tail
+    tail = _T6 + sh * tail
+    ph, pl = _dd_mul(sh, sl, tail, 0.0)
+    ph, pl = _dd_add(ph, pl, _C5_HI, _C5_LO)
+    ph, pl = _dd_mul(sh, sl, ph, pl)
+    ph, pl = _dd_add(ph, pl, _C4_HI, _C4_LO)
+    ph, pl = _dd_mul(sh, sl, ph, pl)
+    ph, pl = _dd_add(ph, pl, _C3_HI, _C3_LO)
+    ph, pl = _dd_mul(sh, sl, ph, pl)
+    ph, pl = _dd_add(ph, pl, _C2_HI, _C2_LO)
+    ph, pl = _dd_mul(sh, sl, ph, pl)
+    ph, pl = _dd_add(ph, pl, 1.0, 0.0)
+    uh, ul = _dd_mul(sh, sl, ph, pl)
+    for _ in range(8):
+        vh, vl = _dd_add(uh, ul, 2.0, 0.0)
+        uh, ul = _dd_mul(uh, ul, vh, vl)
+    one_hi, one_lo = _fast_two_sum(1.0, uh)
+    scale = 2.0**k
+    return one_hi * scale, (one_lo + ul) * scale
+
+
+@njit(error_model="numpy")
+def grad_near_zero(x: float, z: float, q: float) -> float:
+    """``d/dx`` next to its zero: ``+-(R - P e) / (1 + e)``, ``e = e^-|x|``, the numerator in
+    double-float; mirrors ``formulas._near_zero_logistic_grad``."""
+    nonneg = x >= 0.0
+    eh, el = exp_dd(-min(abs(x), 745.0))
+    ah, al = two_sum(1.0, -z)
+    bh, bl = _two_prod(q, z)
+    rh, rl = (ah, al) if nonneg else (bh, bl)
+    ph, pl = (bh, bl) if nonneg else (ah, al)
+    peh, pel = _dd_mul(ph, pl, eh, el)
+    numerator, _ = _dd_add(rh, rl, -peh, -pel)
+    grad = numerator / (1.0 + eh)
+    return grad if nonneg else -grad
+
+
+# --- Tiles -------------------------------------------------------------------------------------
+
+
+@njit(inline="always", error_model="numpy")
+def _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    xs = x[row * xrs + c0 : row * xrs + c1]
+    zs = z[row * zrs + c0 : row * zrs + c1]
+    os = out[row * ors + c0 : row * ors + c1]
+    if q_varies:
+        qs = q[row * qrs + c0 : row * qrs + c1]
+        for j in range(xs.size):
+            os[j] = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+    else:
+        qv = np.float64(q[row * qrs])
+        for j in range(xs.size):
+            os[j] = loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+
+
+@njit(parallel=True, **_OPTIONS)
+def loss_parallel(x, xrs, z, zrs, q, qrs, q_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """The loss over ``rows x cols`` elements, tiles shared among numba's threads."""
+    wide = _is_float64(x)
+    per_row = (cols + tile - 1) // tile
+    for t in prange(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, c0, c1, wide)
+
+
+@njit(**_OPTIONS)
+def loss_serial(x, xrs, z, zrs, q, qrs, q_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """:func:`loss_parallel` on the calling thread (small inputs: no thread hand-off)."""
+    wide = _is_float64(x)
+    for row in range(rows):
+        _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, 0, cols, wide)
+
+
+@njit(inline="always", error_model="numpy")
+def _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    xs = x[row * xrs + c0 : row * xrs + c1]
+    zs = z[row * zrs + c0 : row * zrs + c1]
+    os = out[row * ors + c0 : row * ors + c1]
+    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
+    us = u[row * urs + c0 : row * urs + c1] if u_varies else u[row * urs : row * urs + 1]
+    # Four copies of the loop, so that a constant pos_weight or upstream is a register, not a
+    # load (and the loops vectorise without a select on the layout). An element next to the
+    # gradient's zero (narrow inputs only) is stored as NaN and recomputed after the loop.
+    if q_varies:
+        if u_varies:
+            for j in range(xs.size):
+                g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+                os[j] = _NAN if d else g * np.float64(us[j])
+        else:
+            uv = np.float64(us[0])
+            for j in range(xs.size):
+                g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+                os[j] = _NAN if d else g * uv
+    else:
+        qv = np.float64(qs[0])
+        if u_varies:
+            for j in range(xs.size):
+                g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+                os[j] = _NAN if d else g * np.float64(us[j])
+        else:
+            uv = np.float64(us[0])
+            for j in range(xs.size):
+                g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+                os[j] = _NAN if d else g * uv
+    if not wide and _any_nan(os):
+        _fix_near_zero(xs, zs, qs, q_varies, us, u_varies, os)
+
+
+@njit(inline="always", error_model="numpy")
+def _any_nan(os):  # type: ignore[no-untyped-def]
+    """Whether a tile's output holds a NaN: the mark of an element next to the gradient's zero
+    (or a true NaN), a second pass over the tile while it is in cache, cheaper than a reduction
+    in the main loop (measured)."""
+    found = False
+    for j in range(os.size):
+        found |= os[j] != os[j]
+    return found
+
+
+@njit(error_model="numpy")
+def _fix_near_zero(xs, zs, qs, q_varies, us, u_varies, os):  # type: ignore[no-untyped-def]
+    """The marked (NaN) elements of a tile: next to the gradient's zero, recomputed in
+    double-float; the others (NaN inputs) recomputed as they were. Rare, scalar."""
+    for j in range(xs.size):
+        if os[j] == os[j]:
+            continue
+        xv, zv = np.float64(xs[j]), np.float64(zs[j])
+        qv = np.float64(qs[j] if q_varies else qs[0])
+        g, d = grad_element(xv, zv, qv, False)
+        g = grad_near_zero(xv, zv, qv) if d else g
+        os[j] = g * np.float64(us[j] if u_varies else us[0])
+
+
+@njit(parallel=True, **_OPTIONS)
+def grad_parallel(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """``upstream * d loss / d x`` over ``rows x cols`` elements, tiles shared among threads."""
+    wide = _is_float64(x)
+    per_row = (cols + tile - 1) // tile
+    for t in prange(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, c0, c1, wide)
+
+
+@njit(**_OPTIONS)
+def grad_serial(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """:func:`grad_parallel` on the calling thread."""
+    wide = _is_float64(x)
+    for row in range(rows):
+        _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, 0, cols, wide)
+
+
+# --- Loss and gradient together ----------------------------------------------------------------
+
+
+@njit(inline="always", error_model="numpy")
+def _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    """The loss and ``d loss / d x`` of one tile, each element read once for both."""
+    xs = x[row * xrs + c0 : row * xrs + c1]
+    zs = z[row * zrs + c0 : row * zrs + c1]
+    ls = loss[row * lrs + c0 : row * lrs + c1]
+    gs = grad[row * grs + c0 : row * grs + c1]
+    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
+    if q_varies:
+        for j in range(xs.size):
+            a, b, c = np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j])
+            ls[j] = loss_element(a, b, c, wide)
+            g, d = grad_element(a, b, c, wide)
+            gs[j] = _NAN if d else g
+    else:
+        qv = np.float64(qs[0])
+        for j in range(xs.size):
+            a, b = np.float64(xs[j]), np.float64(zs[j])
+            ls[j] = loss_element(a, b, qv, wide)
+            g, d = grad_element(a, b, qv, wide)
+            gs[j] = _NAN if d else g
+    if not wide and _any_nan(gs):
+        _fix_near_zero(xs, zs, qs, q_varies, _ONE, False, gs)
+
+
+_ONE = np.ones(1)
+
+
+@njit(parallel=True, **_OPTIONS)
+def both_parallel(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """The loss and its logit gradient (per unit upstream), tiles shared among threads."""
+    wide = _is_float64(x)
+    per_row = (cols + tile - 1) // tile
+    for t in prange(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, c0, c1, wide)
+
+
+@njit(**_OPTIONS)
+def both_serial(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """:func:`both_parallel` on the calling thread."""
+    wide = _is_float64(x)
+    for row in range(rows):
+        _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, 0, cols, wide)
+
+
+# --- Reduced: the sum of the loss, never written per element ------------------------------------
+
+
+@njit(inline="always", error_model="numpy")
+def _weighted(w: float, loss: float) -> float:
+    """``w * loss``, where a zero weight drops an infinite loss (``0 * inf`` would be NaN)."""
+    return 0.0 if w == 0.0 else w * loss
+
+
+@njit(inline="always", error_model="numpy")
+def _term(x, z, q, w, a, b, wide):  # type: ignore[no-untyped-def]
+    """One element's ``w * loss`` with the label ``a z + b`` (smoothing), in float64."""
+    loss = loss_element(np.float64(x), a * np.float64(z) + b, np.float64(q), wide)
+    return _weighted(np.float64(w), loss)
+
+
+@njit(inline="always", error_model="numpy")
+def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide):  # type: ignore[no-untyped-def]
+    """``(sum of w * loss, sum of w)`` over one tile in float64, with labels ``a z + b``
+    (label smoothing; ``w`` None: weight 1, no smoothing), reassociable sums: LLVM vectorises
+    them. One loop per case of ``q`` and ``w`` varying along the row or not: a select in the
+    index would stop that."""
+    xs = x[row * xrs + c0 : row * xrs + c1]
+    zs = z[row * zrs + c0 : row * zrs + c1]
+    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
+    total = 0.0
+    if w is None:  # no weights, no smoothing: a compile-time branch, the plain loss alone
+        if q_varies:
+            for j in range(xs.size):
+                value = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+                total = add_reassoc(total, value)
+        else:
+            qv = np.float64(qs[0])
+            for j in range(xs.size):
+                value = loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+                total = add_reassoc(total, value)
+        return total, np.float64(xs.size)
+    ws = w[row * wrs + c0 : row * wrs + c1] if w_varies else w[row * wrs : row * wrs + 1]
+    weights = 0.0
+    if q_varies and w_varies:
+        for j in range(xs.size):
+            total = add_reassoc(total, _term(xs[j], zs[j], qs[j], ws[j], a, b, wide))
+            weights = add_reassoc(weights, np.float64(ws[j]))
+    elif q_varies:
+        for j in range(xs.size):
+            total = add_reassoc(total, _term(xs[j], zs[j], qs[j], ws[0], a, b, wide))
+    elif w_varies:
+        for j in range(xs.size):
+            total = add_reassoc(total, _term(xs[j], zs[j], qs[0], ws[j], a, b, wide))
+            weights = add_reassoc(weights, np.float64(ws[j]))
+    else:
+        for j in range(xs.size):
+            total = add_reassoc(total, _term(xs[j], zs[j], qs[0], ws[0], a, b, wide))
+    if not w_varies:
+        weights = np.float64(ws[0]) * xs.size
+    return total, weights
+
+
+@njit(inline="always", error_model="numpy")
+def _sum_tile_number(
+    x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
+):  # type: ignore[no-untyped-def]
+    """Tile ``t`` (tiles numbered row by row, ``ceil(cols / tile)`` a row) into ``out[t]``: the
+    one numbering of both sum kernels, so that they add the same partial sums."""
+    per_row = (cols + tile - 1) // tile
+    row = t // per_row
+    c0 = (t - row * per_row) * tile
+    c1 = min(cols, c0 + tile)
+    out[t, 0], out[t, 1] = _sum_tile(
+        x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide
+    )
+
+
+@njit(parallel=True, **_OPTIONS)
+def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """Per tile, the float64 partial sums of ``w * loss`` and of ``w`` into a row of ``out``
+    (the caller adds them:
+    a fixed order, so the result does not depend on how the threads shared the tiles)."""
+    wide = _is_float64(x)
+    for t in prange(rows * -(-cols // tile)):
+        _sum_tile_number(
+            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
+        )
+
+
+@njit(**_OPTIONS)
+def sum_serial(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
+    """:func:`sum_parallel` on the calling thread, the same tiles (so the same partial sums and
+    the same result for any thread count)."""
+    wide = _is_float64(x)
+    for t in range(rows * -(-cols // tile)):
+        _sum_tile_number(
+            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
+        )
