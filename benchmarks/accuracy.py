@@ -373,33 +373,35 @@ def run_logitloss_grad(function: str, dtype: str, g: Group) -> np.ndarray:
 def run_logitloss_kernels(function: str, dtype: str, g: Group) -> np.ndarray:
     """logitloss's fused CPU kernels (``_kernels``, which NumPy arrays of 16k elements or more
     and CPU tensors take) on the same arrays."""
-    from logitloss import _kernels
+    from logitloss._losses.logistic import host as logistic_host
+    from logitloss._losses.softmax import host as softmax_host
 
     dt = np_dtype(dtype)
     x = g.x.astype(dt)
     if function == SPARSE:
-        out = _kernels.sparse_softmax_loss(x, g.z)
+        out = softmax_host.sparse_softmax_loss(x, g.z)
     elif function == SOFTMAX:
-        out = _kernels.softmax_loss(x, g.z.astype(dt))
+        out = softmax_host.softmax_loss(x, g.z.astype(dt))
     else:
         q = None if function == SIGMOID else g.q.astype(dt)
-        out = _kernels.logistic_loss(x, g.z.astype(dt), q)
+        out = logistic_host.logistic_loss(x, g.z.astype(dt), q)
     return np.asarray(out).astype(np.float64)
 
 
 def run_logitloss_kernels_grad(function: str, dtype: str, g: Group) -> np.ndarray:
     """The kernels' gradient w.r.t. the logits."""
-    from logitloss import _kernels
+    from logitloss._losses.logistic import host as logistic_host
+    from logitloss._losses.softmax import host as softmax_host
 
     dt = np_dtype(dtype)
     x = g.x.astype(dt)
     if function == SPARSE:
-        out = _kernels.sparse_softmax_grad_logits(x, g.z)
+        out = softmax_host.sparse_softmax_grad_logits(x, g.z)
     elif function == SOFTMAX:
-        out = _kernels.softmax_grad_logits(x, g.z.astype(dt))
+        out = softmax_host.softmax_grad_logits(x, g.z.astype(dt))
     else:
         q = None if function == SIGMOID else g.q.astype(dt)
-        out = _kernels.logistic_grad_logits(x, g.z.astype(dt), q)
+        out = logistic_host.logistic_grad_logits(x, g.z.astype(dt), q)
     return np.asarray(out).astype(np.float64)
 
 

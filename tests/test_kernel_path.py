@@ -26,17 +26,20 @@ SMALL = (16, 16)
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the calls of each kernel (which still run)."""
-    from logitloss import _kernels
+    from logitloss._losses.logistic import host as logistic_host
+    from logitloss._losses.softmax import host as softmax_host
 
-    calls = dict.fromkeys(_kernels.__all__, 0)
-    for name in calls:
-        original = getattr(_kernels, name)
+    calls = {}
+    for host in (logistic_host, softmax_host):
+        for name in host.__all__:
+            calls[name] = 0
+            original = getattr(host, name)
 
-        def counted(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
-            calls[_name] += 1
-            return _original(*args, **kw)
+            def counted(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+                calls[_name] += 1
+                return _original(*args, **kw)
 
-        monkeypatch.setattr(_kernels, name, counted)
+            monkeypatch.setattr(host, name, counted)
     return calls
 
 

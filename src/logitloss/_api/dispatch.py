@@ -27,9 +27,8 @@ import array_api_compat
 import numpy as np
 
 from .._core import arrays, route
+from .._core.arrays import Array
 from .._losses import reference
-
-Array = Any
 
 
 def _autodiff(x: Array, *others: Array | None) -> ModuleType | None:
@@ -62,11 +61,13 @@ def _torch_needs_derivative(*tensors: Array | None) -> bool:
 
 
 def _kernel(name: str, x: Array, *others: Array | None, **options: Any) -> Any:
-    """Run ``_kernels.<name>(x, *others, **options)`` on NumPy views; results come back in
-    ``x``'s library (a tuple stays a tuple)."""
-    from .. import _kernels
+    """Run the family's kernel entry point ``<name>(x, *others, **options)`` on NumPy views;
+    results come back in ``x``'s library (a tuple stays a tuple)."""
+    from .._losses.logistic import host as logistic_host
+    from .._losses.softmax import host as softmax_host
 
-    result = getattr(_kernels, name)(*map(route.to_numpy, (x, *others)), **options)
+    host = logistic_host if name.startswith("logistic") else softmax_host
+    result = getattr(host, name)(*map(route.to_numpy, (x, *others)), **options)
     if isinstance(result, tuple):
         return tuple(route.like(r, x) for r in result)
     return route.like(result, x)
@@ -109,10 +110,10 @@ def logistic_sum(
     to follow, or float64 logits (the reference's pairwise float64 sum keeps those closer)."""
     if arrays.dtype_name(x.dtype) == "float64" or not _by_kernel(x, z, q, weight):
         return None
-    from .. import _kernels
+    from .._losses.logistic import host as logistic_host
 
     x, z, q, weight = map(route.to_numpy, (x, z, q, weight))
-    return _kernels.logistic_loss_sum(x, z, q, weight, smoothing)
+    return logistic_host.logistic_loss_sum(x, z, q, weight, smoothing)
 
 
 def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:

@@ -6,10 +6,8 @@ import math
 from typing import Any
 
 from .._core import arrays, checks, options, reductions
-from .._losses import formulas
+from .._core.arrays import Array
 from . import dispatch, training
-
-Array = Any
 
 
 def sigmoid_focal_loss(
@@ -113,8 +111,8 @@ def _log_one_minus_pt(x: Array, z: Array, *, xp: Any) -> Array:
     value is ``log(b) - |x|``. Both wheres keep the unused branch finite, so that its zero
     cotangent never meets an infinite derivative.
     """
-    zero = formulas._scalar(0.0, x, xp=xp)
-    one = formulas._scalar(1.0, x, xp=xp)
+    zero = arrays.scalar(0.0, x, xp=xp)
+    one = arrays.scalar(1.0, x, xp=xp)
     nonneg = x >= 0
     magnitude = xp.where(nonneg, x, -x)
     e = xp.exp(-magnitude)

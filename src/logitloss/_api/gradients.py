@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._core import checks
+from .._core.arrays import Array
 from . import dispatch
-
-Array = Any
 
 
 def _upstream(fn: str, upstream: Any, loss_shape: tuple, x: Array, xp: Any) -> Array:

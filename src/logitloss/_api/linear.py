@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-Array = Any
+from .._core.arrays import Array
 
 _FN = "linear_cross_entropy"
 _REDUCTIONS = ("none", "sum", "mean")

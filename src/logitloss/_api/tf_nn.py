@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._core import checks
+from .._core.arrays import Array
 from . import dispatch
-
-Array = Any
 
 
 def sigmoid_cross_entropy_with_logits(

@@ -15,10 +15,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._core import arrays, checks, options, reductions
-from .._losses import formulas
+from .._core.arrays import Array
+from .._losses.softmax import formula as softmax_formula
 from . import dispatch
-
-Array = Any
 
 
 def _quiet() -> np.errstate:
@@ -28,7 +27,7 @@ def _quiet() -> np.errstate:
 
 def _times(weight: Array, loss: Array, *, xp: Any) -> Array:
     """``weight * loss``, where a zero weight drops an infinite loss (``0 * inf`` is NaN)."""
-    zero = formulas._scalar(0.0, loss, xp=xp)
+    zero = arrays.scalar(0.0, loss, xp=xp)
     return weight * xp.where((weight == 0) & xp.isinf(loss), zero, loss)
 
 
@@ -39,7 +38,7 @@ def _counted_weight(w: Array | None, mask: Array | None, x: Array, *, xp: Any) -
         return w
     if w is None:
         return xp.astype(mask, x.dtype)
-    return xp.where(mask, w, formulas._scalar(0.0, x, xp=xp))
+    return xp.where(mask, w, arrays.scalar(0.0, x, xp=xp))
 
 
 def _counted(
@@ -48,7 +47,7 @@ def _counted(
     """The loss, zero where not counted, and each element's weight in the mean's denominator."""
     if counted is None:
         return loss, weight
-    zero = formulas._scalar(0.0, loss, xp=xp)
+    zero = arrays.scalar(0.0, loss, xp=xp)
     loss = xp.where(counted, loss, zero)
     if weight is None:
         return loss, xp.astype(counted, loss.dtype)
@@ -417,9 +416,9 @@ def _z_term(x_last: Array, row_weight: Array | None, z_scale: float, *, xp: Any)
     the sparse softmax loss of the first maximum's class: both pieces come from the exact
     formulas (and their exact derivatives, ``softmax - one_hot`` plus the one-hot of ``m``).
     """
-    zero = formulas._scalar(0.0, x_last, xp=xp)
+    zero = arrays.scalar(0.0, x_last, xp=xp)
     top = xp.argmax(x_last, axis=-1)
-    first = formulas._first_max(x_last, axis=-1, xp=xp)
+    first = softmax_formula.first_max(x_last, axis=-1, xp=xp)
     # m as the first maximum's entry: its derivative is that one-hot, which the sparse loss's
     # softmax - one_hot(top) completes to softmax (max() would split it between ties).
     m = xp.sum(xp.where(first, x_last, zero), axis=-1)

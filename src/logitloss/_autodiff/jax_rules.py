@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from .._core import arrays
-from .._losses import formulas, reference
-
-Array = Any
+from .._core.arrays import Array
+from .._losses import reference
+from .._losses.logistic import formula as logistic_formula
+from .._losses.softmax import formula as softmax_formula
 
 
 def _perturbed(tangent: Any) -> bool:
@@ -62,8 +63,8 @@ def _sigmoid_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     out = _sigmoid(x, z)
     wx, wz = arrays.widen(jnp, x, z)
     terms = [
-        (lambda: formulas.logistic_grad_logits(wx, wz, None, xp=jnp), dx),
-        (lambda: formulas.logistic_grad_labels(wx, wz, None, xp=jnp), dz),
+        (lambda: logistic_formula.logistic_grad_logits(wx, wz, None, xp=jnp), dx),
+        (lambda: logistic_formula.logistic_grad_labels(wx, wz, None, xp=jnp), dz),
     ]
     return out, _tangent(x, terms, lambda t: t)
 
@@ -84,9 +85,9 @@ def _weighted_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     # dq broadcasts against the elementwise d/dq; transposing the product (jax.grad) sums the
     # cotangent back to q's shape.
     terms = [
-        (lambda: formulas.logistic_grad_logits(wx, wz, wq, xp=jnp), dx),
-        (lambda: formulas.logistic_grad_labels(wx, wz, wq, xp=jnp), dz),
-        (lambda: formulas.logistic_grad_pos_weight(wx, wz, xp=jnp), dq),
+        (lambda: logistic_formula.logistic_grad_logits(wx, wz, wq, xp=jnp), dx),
+        (lambda: logistic_formula.logistic_grad_labels(wx, wz, wq, xp=jnp), dz),
+        (lambda: logistic_formula.logistic_grad_pos_weight(wx, wz, xp=jnp), dq),
     ]
     return out, _tangent(x, terms, lambda t: t)
 
@@ -106,8 +107,8 @@ def _softmax_jvp(axis: int, primals: tuple, tangents: tuple) -> tuple[Array, Arr
     out = _softmax(x, z, axis)
     wx, wz = arrays.widen(jnp, x, z)
     terms = [
-        (lambda: formulas.softmax_grad_logits(wx, wz, axis=axis, xp=jnp), dx),
-        (lambda: formulas.softmax_grad_labels(wx, wz, axis=axis, xp=jnp), dz),
+        (lambda: softmax_formula.softmax_grad_logits(wx, wz, axis=axis, xp=jnp), dx),
+        (lambda: softmax_formula.softmax_grad_labels(wx, wz, axis=axis, xp=jnp), dz),
     ]
     return out, _tangent(x, terms, lambda t: jnp.sum(t, axis=axis))
 
@@ -125,7 +126,7 @@ def _sparse_softmax_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     dx, _ = tangents  # integer labels: a float0 or symbolic-zero tangent, nothing to add
     out = _sparse_softmax(x, labels)
     (wx,) = arrays.widen(jnp, x)
-    terms = [(lambda: formulas.sparse_softmax_grad_logits(wx, labels, xp=jnp), dx)]
+    terms = [(lambda: softmax_formula.sparse_softmax_grad_logits(wx, labels, xp=jnp), dx)]
     return out, _tangent(x, terms, lambda t: jnp.sum(t, axis=-1))
 
 

@@ -27,7 +27,8 @@ from array_api_compat import torch as _xp
 
 from .._api import dispatch
 from .._core import arrays, route
-from .._losses import formulas
+from .._losses.logistic import formula as logistic_formula
+from .._losses.softmax import formula as softmax_formula
 
 Tensor = torch.Tensor
 
@@ -97,9 +98,9 @@ class _Logistic(torch.autograd.Function):
         wx, wz, wq = arrays.widen(_xp, x, z, q)
         # d/dq is elementwise: dq broadcasts against it (q may be per class or a scalar).
         terms = [
-            (lambda: formulas.logistic_grad_logits(wx, wz, wq, xp=_xp), dx),
-            (lambda: formulas.logistic_grad_labels(wx, wz, wq, xp=_xp), dz),
-            (lambda: formulas.logistic_grad_pos_weight(wx, wz, xp=_xp), dq),
+            (lambda: logistic_formula.logistic_grad_logits(wx, wz, wq, xp=_xp), dx),
+            (lambda: logistic_formula.logistic_grad_labels(wx, wz, wq, xp=_xp), dz),
+            (lambda: logistic_formula.logistic_grad_pos_weight(wx, wz, xp=_xp), dq),
         ]
         return _tangent(x, terms, lambda t: t)
 
@@ -133,8 +134,8 @@ class _Softmax(torch.autograd.Function):
         x, z = ctx.saved_tensors
         wx, wz = arrays.widen(_xp, x, z)
         terms = [
-            (lambda: formulas.softmax_grad_logits(wx, wz, axis=ctx.axis, xp=_xp), dx),
-            (lambda: formulas.softmax_grad_labels(wx, wz, axis=ctx.axis, xp=_xp), dz),
+            (lambda: softmax_formula.softmax_grad_logits(wx, wz, axis=ctx.axis, xp=_xp), dx),
+            (lambda: softmax_formula.softmax_grad_labels(wx, wz, axis=ctx.axis, xp=_xp), dz),
         ]
         return _tangent(x, terms, lambda t: torch.sum(t, dim=ctx.axis))
 
@@ -163,7 +164,7 @@ class _SparseSoftmax(torch.autograd.Function):
     def jvp(ctx: Any, dx: Tensor | None, _: None) -> Tensor:
         x, labels = ctx.saved_tensors
         (wx,) = arrays.widen(_xp, x)
-        terms = [(lambda: formulas.sparse_softmax_grad_logits(wx, labels, xp=_xp), dx)]
+        terms = [(lambda: softmax_formula.sparse_softmax_grad_logits(wx, labels, xp=_xp), dx)]
         return _tangent(x, terms, lambda t: torch.sum(t, dim=-1))
 
 

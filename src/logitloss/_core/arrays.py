@@ -127,3 +127,30 @@ def can_read_values(x: Array) -> bool:
     if array_api_compat.is_jax_array(x):
         return not is_tracer(x)
     return not array_api_compat.is_lazy_array(x)
+
+
+def scalar(value: float, like: Array, *, xp: Any) -> Array:
+    """A 0-d array of ``like``'s dtype and device (strict namespaces refuse Python scalars)."""
+    return xp.asarray(value, dtype=like.dtype, device=device(like))
+
+
+def fix_where(value: Array, mask: Array, fix: Any, args: tuple, *, xp: Any) -> Array:
+    """``value`` with ``fix(*args)`` where ``mask``: on NumPy, PyTorch and CuPy arrays computed
+    for the masked elements only (rare: a cheap common path), elsewhere (JAX, Dask, ...) for
+    every element and selected, so that tracing and lazy evaluation still work."""
+    import array_api_compat as compat
+
+    if compat.is_numpy_array(value) or compat.is_torch_array(value) or compat.is_cupy_array(value):
+        if not bool(xp.any(mask)):
+            return value
+        shape = value.shape
+        picked = tuple(None if a is None else xp.broadcast_to(a, shape)[mask] for a in args)
+        out = xp.asarray(value, copy=True)
+        out[mask] = fix(*picked, xp=xp)
+        return out
+    return xp.where(mask, fix(*args, xp=xp), value)
+
+
+def broadcast_shape(*operands: Array) -> tuple[int, ...]:
+    """The shape ``operands`` broadcast to."""
+    return tuple(np.broadcast_shapes(*(tuple(a.shape) for a in operands)))

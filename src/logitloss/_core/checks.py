@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import arrays
-
-Array = Any
+from .arrays import Array
 
 _FLOATS = "float16, bfloat16, float32 or float64"
 

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import arrays, checks
-
-Array = Any
+from .arrays import Array
 
 REDUCTIONS = ("none", "mean", "sum")
 

@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .._losses import formulas
-
-Array = Any
+from . import arrays
+from .arrays import Array
 
 
 def reduce(
@@ -43,7 +42,7 @@ def scalar(value: float, *, like: Array, xp: Any) -> Array:
     """A Python float (a float64 reduction) as a 0-d array of ``like``'s dtype, library and
     device, rounded once."""
     with np.errstate(over="ignore"):  # beyond the dtype's range: inf, the rounded value
-        return _zero_d(formulas._scalar(value, like, xp=xp))
+        return _zero_d(arrays.scalar(value, like, xp=xp))
 
 
 def _zero_d(total: Array) -> Array:
@@ -58,8 +57,8 @@ def _safe_mean(total: Array, loss: Array, weight: Array | None, *, xp: Any) -> A
         # An empty batch: total is an empty sum, 0, still connected to the graph.
         return total if count == 0 else total / count
     denominator = xp.sum(xp.broadcast_to(weight, tuple(loss.shape)))
-    zero = formulas._scalar(0.0, total, xp=xp)
-    one = formulas._scalar(1.0, total, xp=xp)
+    zero = arrays.scalar(0.0, total, xp=xp)
+    one = arrays.scalar(1.0, total, xp=xp)
     empty = denominator == 0
     # The inner where keeps 0/0 out of the graph: its gradient would be NaN even where unused.
     return xp.where(empty, zero, total / xp.where(empty, one, denominator))

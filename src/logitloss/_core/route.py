@@ -18,11 +18,10 @@ import contextvars
 import functools
 import importlib.util
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
-Array = Any
+from .arrays import Array
 
 # Below this many logits the reference path is used: it is as fast as a kernel call there
 # (both are dominated by per-call overhead) and never imports numba.

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from .._core import arrays
-from . import formulas
-
-Array = Any
+from .._core.arrays import Array
+from .logistic import formula as logistic_formula
+from .softmax import formula as softmax_formula
 
 
 def _quiet_numpy() -> np.errstate:
@@ -26,21 +26,23 @@ def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
     """Sigmoid (``q is None``) or weighted cross-entropy, elementwise, in ``x``'s dtype."""
     wx, wz, wq = arrays.widen(xp, x, z, q)
     with _quiet_numpy():
-        return xp.astype(formulas.logistic_loss(wx, wz, wq, xp=xp), x.dtype, copy=False)
+        return xp.astype(logistic_formula.logistic_loss(wx, wz, wq, xp=xp), x.dtype, copy=False)
 
 
 def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
     """Softmax cross-entropy with soft labels along ``axis``, in ``x``'s dtype."""
     wx, wz = arrays.widen(xp, x, z)
     with _quiet_numpy():
-        return xp.astype(formulas.softmax_loss(wx, wz, axis=axis, xp=xp), x.dtype, copy=False)
+        loss = softmax_formula.softmax_loss(wx, wz, axis=axis, xp=xp)
+        return xp.astype(loss, x.dtype, copy=False)
 
 
 def sparse_softmax(x: Array, labels: Array, *, xp: Any) -> Array:
     """Softmax cross-entropy against integer labels over the last axis, in ``x``'s dtype."""
     (wx,) = arrays.widen(xp, x)
     with _quiet_numpy():
-        return xp.astype(formulas.sparse_softmax_loss(wx, labels, xp=xp), x.dtype, copy=False)
+        loss = softmax_formula.sparse_softmax_loss(wx, labels, xp=xp)
+        return xp.astype(loss, x.dtype, copy=False)
 
 
 def _sum_to_shape(a: Array, shape: tuple[int, ...], *, xp: Any) -> Array:
@@ -65,11 +67,11 @@ def logistic_grad(
     wx, wz, wq, wg = arrays.widen(xp, x, z, q, upstream)
     with _quiet_numpy():
         if wrt == "logits":
-            grad = formulas.logistic_grad_logits(wx, wz, wq, xp=xp)
+            grad = logistic_formula.logistic_grad_logits(wx, wz, wq, xp=xp)
         elif wrt == "labels":
-            grad = formulas.logistic_grad_labels(wx, wz, wq, xp=xp)
+            grad = logistic_formula.logistic_grad_labels(wx, wz, wq, xp=xp)
         else:
-            grad = formulas.logistic_grad_pos_weight(wx, wz, xp=xp)
+            grad = logistic_formula.logistic_grad_pos_weight(wx, wz, xp=xp)
         grad = grad * wg
         if wrt == "pos_weight":
             grad = _sum_to_shape(grad, tuple(q.shape), xp=xp)
@@ -83,9 +85,9 @@ def softmax_grad(x: Array, z: Array, upstream: Array, *, axis: int, wrt: str, xp
     wg = xp.expand_dims(wg, axis=axis)
     with _quiet_numpy():
         if wrt == "logits":
-            grad = formulas.softmax_grad_logits(wx, wz, axis=axis, xp=xp) * wg
+            grad = softmax_formula.softmax_grad_logits(wx, wz, axis=axis, xp=xp) * wg
         else:
-            grad = formulas.softmax_grad_labels(wx, wz, axis=axis, xp=xp) * wg
+            grad = softmax_formula.softmax_grad_labels(wx, wz, axis=axis, xp=xp) * wg
             grad = _sum_to_shape(grad, tuple(z.shape), xp=xp)
         return xp.astype(grad, x.dtype, copy=False)
 
@@ -94,5 +96,5 @@ def sparse_softmax_grad(x: Array, labels: Array, upstream: Array, *, xp: Any) ->
     """The gradient of ``sum(upstream * loss)`` for the sparse loss with respect to the logits."""
     wx, wg = arrays.widen(xp, x, upstream)
     with _quiet_numpy():
-        grad = formulas.sparse_softmax_grad_logits(wx, labels, xp=xp)
+        grad = softmax_formula.sparse_softmax_grad_logits(wx, labels, xp=xp)
         return xp.astype(grad * xp.expand_dims(wg, axis=-1), x.dtype, copy=False)

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from ..._core import compensated
 from ..._kernels.vector_math import (
     LN3,
     add_reassoc,
@@ -27,7 +28,6 @@ from ..._kernels.vector_math import (
     log1p_unit,
     two_sum,
 )
-from .. import formulas
 
 _NAN = math.nan
 _OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
@@ -54,7 +54,8 @@ _EXP_NEG_FAR = math.exp(-_FAR)
 
 @njit(inline="always", error_model="numpy")
 def loss_wide(x: float, z: float, q: float) -> float:
-    """The weighted logistic loss of one float64 element; mirrors ``formulas.logistic_loss``.
+    """The weighted logistic loss of one float64 element; mirrors
+    ``logistic.formula.logistic_loss``.
 
     ``q z softplus(-x) + (1 - z) softplus(x)`` as ``(1 - z) x + l log1p(e^-x)`` for ``x >= 0``
     and ``q z (-x) + l log1p(e^x)`` for ``x < 0``, ``l = (1 - z) + q z``: all terms
@@ -109,7 +110,7 @@ def loss_narrow(x: float, z: float, q: float) -> float:
 @njit(inline="always", error_model="numpy")
 def grad_element(x: float, z: float, q: float, wide: bool) -> tuple[float, bool]:
     """``d/dx`` of the loss of one element, and whether it lies next to the gradient's zero;
-    mirrors ``formulas.logistic_grad_logits``.
+    mirrors ``logistic_formula.logistic_grad_logits``.
 
     ``(1 - z) sigma(x) - q z sigma(-x)``, with ``l = (1 - z) + q z`` and ``s = e / (1 + e)``,
     ``e = e^-|x|``: ``(l/2) tanh(x/2) + ((1 - z) - q z)/2`` for ``|x| < ln 3``,
@@ -154,9 +155,9 @@ def loss_element(x: float, z: float, q: float, wide: bool) -> float:
 
 _DEEP = 2.0**-22
 _LOG2E = 1.4426950408889634
-_LN2_1, _LN2_2, _LN2_3 = formulas.DD_LN2
-(_C2_HI, _C2_LO), (_C3_HI, _C3_LO), (_C4_HI, _C4_LO), (_C5_HI, _C5_LO) = formulas.DD_TAYLOR
-_T6, _T7, _T8, _T9, _T10 = formulas.TAYLOR_TAIL
+_LN2_1, _LN2_2, _LN2_3 = compensated.DD_LN2
+(_C2_HI, _C2_LO), (_C3_HI, _C3_LO), (_C4_HI, _C4_LO), (_C5_HI, _C5_LO) = compensated.DD_TAYLOR
+_T6, _T7, _T8, _T9, _T10 = compensated.TAYLOR_TAIL
 
 
 @njit(inline="always", error_model="numpy")
@@ -186,7 +187,7 @@ def _dd_add(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
 @njit(inline="always", error_model="numpy")
 def exp_dd(a: float) -> tuple[float, float]:
     """``e^a`` as a double-float, relative error about 2^-100 for ``-600 <= a <= 0``: the
-    reference's ``formulas._exp_dd`` (same steps and constants) with FMA products."""
+    reference's ``compensated.exp_dd`` (same steps and constants) with FMA products."""
     k = np.round(a * _LOG2E)
     reduced = a - k * _LN2_1
     p, p_err = _two_prod(k, _LN2_2)
@@ -219,7 +220,7 @@ def exp_dd(a: float) -> tuple[float, float]:
 @njit(error_model="numpy")
 def grad_near_zero(x: float, z: float, q: float) -> float:
     """``d/dx`` next to its zero: ``+-(R - P e) / (1 + e)``, ``e = e^-|x|``, the numerator in
-    double-float; mirrors ``formulas._near_zero_logistic_grad``."""
+    double-float; mirrors ``logistic_formula.near_zero_logistic_grad``."""
     nonneg = x >= 0.0
     eh, el = exp_dd(-min(abs(x), 745.0))
     ah, al = two_sum(1.0, -z)
