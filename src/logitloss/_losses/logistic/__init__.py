@@ -1,1 +1,4 @@
-"""."""
+"""The logistic family: sigmoid and weighted cross-entropy, elementwise. ``formula``: the math and
+its exact gradients; ``kernel``: the numba loops that mirror it; ``host``: the kernels' entry
+points.
+"""

@@ -1,11 +1,6 @@
 """The softmax losses' math (soft and sparse labels) and their exact gradients.
 
-Every function takes arrays already validated, broadcast and converted to the *compute*
-dtype (float64 wherever the library has it, see ``_core.arrays``), and the namespace ``xp`` as
-a keyword. Nothing here validates, converts or picks a backend. The forms are chosen so that
-every term added is non-negative for labels in [0, 1] and ``pos_weight >= 0``: no cancellation,
-a few float64 roundings, one rounding to the caller's dtype. A term with a zero coefficient is
-zero, also where its factor is infinite (the true limit; ``0 * inf`` would be NaN).
+The conventions every formula keeps are in ``_losses/__init__.py``.
 """
 
 from __future__ import annotations
