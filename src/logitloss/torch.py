@@ -33,7 +33,7 @@ def _refuse_legacy(cls: str, size_average: Any, reduce: Any) -> None:
         if value is not None:
             raise ValueError(
                 f"{cls}: `{name}` (deprecated in torch) is not supported, "
-                f"got {value!r}; use `reduction` ('none', 'mean' or 'sum')"
+                f"got {value!r}; use `reduction` ({options.REDUCTION_CHOICES})"
             )
 
 

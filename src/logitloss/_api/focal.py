@@ -7,7 +7,7 @@ from typing import Any
 
 from .._core import arrays, checks, options, reductions
 from .._core.arrays import Array
-from . import dispatch, training
+from . import dispatch
 
 
 def sigmoid_focal_loss(
@@ -92,7 +92,7 @@ def sigmoid_focal_loss(
     x = checks.logits_array(fn, logits, xp, device)
     z = checks.float_labels(fn, "labels", labels, x, xp)
     checks.same_shape(fn, "labels", z, x)
-    with training._quiet():
+    with reductions.quiet():
         wx, wz = arrays.widen(xp, x, z)
         loss = dispatch.logistic(wx, wz, None, xp=xp)
         if gamma:

@@ -12,17 +12,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from .._core import arrays, checks, options, reductions
 from .._core.arrays import Array
 from .._losses.softmax import formula as softmax_formula
 from . import dispatch
-
-
-def _quiet() -> np.errstate:
-    """NumPy warns about what the formulas do on purpose (see ``_reference._quiet_numpy``)."""
-    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
 
 
 def _times(weight: Array, loss: Array, *, xp: Any) -> Array:
@@ -165,9 +158,9 @@ def binary_cross_entropy_with_logits(
         if sums is not None:
             total, denominator = sums
             if reduction == "mean":
-                total = total / denominator if denominator else 0.0
+                total = reductions.counted_mean(total, denominator)
             return reductions.scalar(total, like=x, xp=xp)
-    with _quiet():
+    with reductions.quiet():
         wx, wz, wq, ww = arrays.widen(xp, x, z, q, w)
         if smoothing:
             wz = wz * (1 - smoothing) + smoothing / 2
@@ -294,7 +287,7 @@ def cross_entropy(
     rows = tuple(n for i, n in enumerate(x.shape) if i != axis)
     if labels is None:
         raise TypeError(f"{fn}: `labels` is required, got None")
-    labels = checks._in_namespace_of(fn, "labels", labels, x, xp)
+    labels = checks.in_namespace_of(fn, "labels", labels, x, xp)
     w = options.optional_floats(
         fn, "weight", weight, x, xp, (num_classes,), f"the classes ({num_classes},)"
     )
@@ -312,7 +305,7 @@ def cross_entropy(
         # Ignored and masked rows take class 0, so that only real labels meet the range check.
         labels = xp.where(counted, labels, xp.zeros_like(labels))
         labels = checks.sparse_labels(fn, labels, _classes_last(x, axis, xp=xp), xp)
-        with _quiet():
+        with reductions.quiet():
             # The logits stay in their dtype: the sparse loss comes back in the compute dtype.
             ww = None if w is None else xp.astype(w, arrays.compute_dtype(xp, x), copy=False)
             loss, row_weight = _index_loss(x, labels, ww, softmax_options, xp=xp)
@@ -320,7 +313,7 @@ def cross_entropy(
         z = checks.float_labels(fn, "labels", labels, x, xp)
         checks.broadcasts_into(fn, "labels", z, tuple(x.shape))
         counted = mask
-        with _quiet():
+        with reductions.quiet():
             if w is None and not (smoothing or z_scale) and tuple(z.shape) == tuple(x.shape):
                 # The plain loss: from the logits in their dtype, in the compute dtype.
                 loss = dispatch.softmax_wide(x, z, axis=softmax_options.axis, xp=xp)
@@ -328,7 +321,7 @@ def cross_entropy(
             else:
                 wx, wz, ww = arrays.widen(xp, x, z, w)
                 loss, row_weight = _probability_loss(wx, wz, ww, softmax_options, xp=xp)
-    with _quiet():
+    with reductions.quiet():
         loss, denominator = _counted(loss, row_weight, counted, xp=xp)
         return reductions.reduce(loss, denominator, reduction, dtype=x.dtype, xp=xp)
 

@@ -1,8 +1,8 @@
-"""PyTorch for :mod:`._linear`: the backend adaptor and the ``torch.autograd.Function``.
+"""PyTorch for ``linear_cross_entropy``: the backend adaptor and the ``torch.autograd.Function``.
 
 Imported only when torch tensors reach ``linear_cross_entropy``. The chunked algorithm is
-:func:`._linear._chunked`, shared with NumPy; this module supplies the three torch spellings of
-its big operations and the autograd plumbing:
+:func:`.._losses.linear_ce.chunked.chunked`, shared with NumPy; this module supplies the torch
+spellings of its big operations (:class:`TorchOps`) and the autograd plumbing:
 
 - ``reduction="mean"``/``"sum"`` with a tensor that requires grad: the forward runs the fused
   pass (loss and gradients, three matmuls) and saves only the gradients (N x H, V x H, V);
@@ -20,13 +20,15 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from .._api.linear import _chunked, reduce_loss
+from .._losses.linear_ce.chunked import Options, Result, chunked, reduced
 
 Tensor = torch.Tensor
 _HALF = (torch.float16, torch.bfloat16)
 
 
-class _TorchOps:
+class TorchOps:
+    """torch: ``out=`` matmuls, ``addmm_`` for ``d_weight``, half precision in float32."""
+
     float64 = torch.float64
     # torch's float64-accumulating sum of a float32 row is 5x its float32 sum on the CPU (44 vs
     # 8 ms per 256 x 32768 chunk, 15% of the chunk's matmul); its float32 sum is a cascade sum
@@ -63,21 +65,13 @@ def _run(
     weight: Tensor,
     bias: Tensor | None,
     labels: Tensor,
-    opts: tuple,
+    options: Options,
     grads: tuple[bool, bool, bool],
     upstream: Any = None,
-) -> tuple[Any, ...]:
-    ignore_index, eps, z, reduction, chunk_size = opts
-    return _chunked(
-        hidden, weight, bias, labels, ignore_index=ignore_index, label_smoothing=eps, z_loss=z,
-        reduction=reduction, chunk_size=chunk_size, ops=_TorchOps, upstream=upstream,
-        grads=grads,
-    )  # fmt: skip
-
-
-def _reduced(loss: Tensor, labels: Tensor, opts: tuple, dtype: torch.dtype) -> Tensor:
-    count = int((labels != opts[0]).sum())
-    return reduce_loss(loss, count, opts[3]).to(dtype)
+) -> Result:
+    return chunked(
+        hidden, weight, bias, labels, options, ops=TorchOps, upstream=upstream, grads=grads
+    )
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -85,29 +79,35 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, opts: tuple
+        ctx: Any,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        labels: Tensor,
+        options: Options,
     ) -> Tensor:
         need = tuple(ctx.needs_input_grad[:3])
-        ctx.opts = opts
+        ctx.options = options
         ctx.precomputed = None
         # The inputs are saved in both modes: references to tensors that exist anyway, and what
         # a second backward through a retained graph recomputes from.
         ctx.save_for_backward(hidden, weight, bias, labels)
-        if any(need) and opts[3] != "none":
-            loss, dh, dw, db = _run(hidden, weight, bias, labels, opts, need)
-            ctx.precomputed = [dh, dw, db]  # an attribute, so the first backward can let go
+        if any(need) and options.reduction != "none":
+            result = _run(hidden, weight, bias, labels, options, need)
+            # An attribute, so the first backward can let go.
+            ctx.precomputed = [result.d_hidden, result.d_weight, result.d_bias]
         else:
-            loss, *_ = _run(hidden, weight, bias, labels, opts, (False, False, False))
-        return _reduced(loss, labels, opts, hidden.dtype)
+            result = _run(hidden, weight, bias, labels, options, (False, False, False))
+        return reduced(result, options.reduction, hidden.dtype, labels.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         hidden, weight, bias, labels = ctx.saved_tensors
         need = tuple(ctx.needs_input_grad[:3])
-        if ctx.opts[3] == "none":
-            _, dh, dw, db = _run(hidden, weight, bias, labels, ctx.opts, need, grad.double())
-            return dh, dw, db, None, None
+        if ctx.options.reduction == "none":
+            result = _run(hidden, weight, bias, labels, ctx.options, need, grad.double())
+            return result.d_hidden, result.d_weight, result.d_bias, None, None
         if ctx.precomputed is not None:
             grads, ctx.precomputed = ctx.precomputed, None
             if bool(grad == 1):  # the usual loss.backward(): hand the gradients over, no copy
@@ -115,7 +115,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # Ours alone (the reference was just dropped): scaled in place, no second V x H.
             return (*(None if t is None else t.mul_(grad.to(t.dtype)) for t in grads), None, None)
         # Backward again through a retained graph: the same pass and the same scaling again.
-        _, *grads = _run(hidden, weight, bias, labels, ctx.opts, need)
+        result = _run(hidden, weight, bias, labels, ctx.options, need)
+        grads = [result.d_hidden, result.d_weight, result.d_bias]
         if bool(grad == 1):
             return (*grads, None, None)
         return (*(None if t is None else t.mul_(grad.to(t.dtype)) for t in grads), None, None)
@@ -126,32 +127,36 @@ def _flat(hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def linear_cross_entropy(
-    hidden: Tensor, weight: Tensor, labels: Tensor, bias: Tensor | None, opts: tuple
+    hidden: Tensor, weight: Tensor, labels: Tensor, bias: Tensor | None, options: Options
 ) -> Tensor:
     """The validated call: autograd's Function when a tensor requires grad, else a plain pass."""
     h2, y1 = _flat(hidden, labels)
     tensors = [t for t in (hidden, weight, bias) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        loss = _LinearCrossEntropy.apply(h2, weight, bias, y1, opts)
+        loss = _LinearCrossEntropy.apply(h2, weight, bias, y1, options)
     else:
         with torch.no_grad():
-            raw, *_ = _run(h2, weight, bias, y1, opts, (False, False, False))
-            loss = _reduced(raw, y1, opts, hidden.dtype)
-    return loss.reshape(labels.shape) if opts[3] == "none" else loss
+            result = _run(h2, weight, bias, y1, options, (False, False, False))
+            loss = reduced(result, options.reduction, hidden.dtype, y1.shape)
+    return loss.reshape(labels.shape) if options.reduction == "none" else loss
 
 
 def value_and_grad(
-    hidden: Tensor, weight: Tensor, labels: Tensor, bias: Tensor | None, opts: tuple, upstream: Any
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    bias: Tensor | None,
+    options: Options,
+    upstream: Any,
 ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor | None]]:
     """Loss and gradients as tensors, outside autograd (the NumPy function's torch twin)."""
     h2, y1 = _flat(hidden, labels)
-    if upstream is not None and opts[3] == "none":
+    if upstream is not None and options.reduction == "none":
         upstream = upstream.reshape(-1).to(torch.float64)
     with torch.no_grad():
-        raw, dh, dw, db = _run(
-            h2.detach(), weight.detach(), None if bias is None else bias.detach(), y1, opts,
+        result = _run(
+            h2.detach(), weight.detach(), None if bias is None else bias.detach(), y1, options,
             (True, True, bias is not None), upstream,
         )  # fmt: skip
-        loss = _reduced(raw, y1, opts, hidden.dtype)
-    loss = loss.reshape(labels.shape) if opts[3] == "none" else loss
-    return loss, (dh.reshape(hidden.shape), dw, db)
+        loss = reduced(result, options.reduction, hidden.dtype, labels.shape)
+    return loss, (result.d_hidden.reshape(hidden.shape), result.d_weight, result.d_bias)

@@ -17,11 +17,12 @@ from .arrays import Array
 _FLOATS = "float16, bfloat16, float32 or float64"
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """``value``'s type as messages name it: ``builtins.float``, ``torch.Tensor``..."""
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
-def _is_numpy_like(value: Any) -> bool:
+def is_numpy_like(value: Any) -> bool:
     """NumPy arrays and array-likes (lists, scalars), which join the other arrays' library."""
     return not arrays.is_array(value) or arrays.is_numpy_array(value)
 
@@ -33,13 +34,13 @@ def namespace_of(fn: str, **arguments: Any) -> tuple[Any, Any]:
     and scalars are converted to it, as TF converts them); NumPy when all are NumPy-like. Arrays
     of two different libraries are refused: moving one could silently copy across devices.
     """
-    foreign = {k: v for k, v in arguments.items() if v is not None and not _is_numpy_like(v)}
+    foreign = {k: v for k, v in arguments.items() if v is not None and not is_numpy_like(v)}
     if not foreign:
         return arrays.namespace(np.empty(0)), None
     try:
         xp = arrays.namespace(*foreign.values())
     except TypeError:
-        kinds = ", ".join(f"`{k}` is a {_describe(v)}" for k, v in foreign.items())
+        kinds = ", ".join(f"`{k}` is a {describe(v)}" for k, v in foreign.items())
         raise TypeError(
             f"{fn}: arrays of different libraries ({kinds}); pass arrays of one library "
             "(NumPy arrays and lists are converted to it)"
@@ -52,7 +53,7 @@ def _as_numpy(fn: str, arg: str, value: Any) -> np.ndarray:
         value = np.asarray(value)
     except (TypeError, ValueError) as err:
         raise TypeError(
-            f"{fn}: `{arg}` must be an array or array-like, got {_describe(value)}"
+            f"{fn}: `{arg}` must be an array or array-like, got {describe(value)}"
         ) from err
     if value.dtype.kind not in "biuf" and value.dtype.name != "bfloat16":
         raise TypeError(f"{fn}: `{arg}` must hold real numbers, got dtype {value.dtype}")
@@ -61,23 +62,35 @@ def _as_numpy(fn: str, arg: str, value: Any) -> np.ndarray:
 
 def logits_array(fn: str, logits: Any, xp: Any, device: Any) -> Array:
     """The logits as a real floating array of library ``xp`` (on ``device`` if converted)."""
-    if logits is None:
-        raise TypeError(f"{fn}: `logits` is required, got None")
-    if _is_numpy_like(logits):
-        logits = _as_numpy(fn, "logits", logits)
-        if device is not None and logits.dtype.kind in "biuf":
-            logits = xp.asarray(logits, device=device)
-    if arrays.float_name(xp, logits.dtype) is None:
+    return float_array(fn, "logits", logits, xp, device)
+
+
+def float_array(fn: str, arg: str, value: Any, xp: Any, device: Any) -> Array:
+    """``value`` as a real floating array of library ``xp`` (on ``device`` if converted), its
+    dtype kept."""
+    if value is None:
+        raise TypeError(f"{fn}: `{arg}` is required, got None")
+    if is_numpy_like(value):
+        value = _as_numpy(fn, arg, value)
+        if device is not None and value.dtype.kind in "biuf":
+            value = xp.asarray(value, device=device)
+    if arrays.float_name(xp, value.dtype) is None:
         raise TypeError(
-            f"{fn}: `logits` must have a real floating dtype ({_FLOATS}), "
-            f"got {arrays.dtype_name(logits.dtype)}"
+            f"{fn}: `{arg}` must have a real floating dtype ({_FLOATS}), "
+            f"got {arrays.dtype_name(value.dtype)}"
         )
-    return logits
+    return value
 
 
-def _in_namespace_of(fn: str, arg: str, value: Any, x: Array, xp: Any) -> Array:
+def on_device(fn: str, arg: str, value: Array | None, device: Any) -> None:
+    """``value`` (None passes) lies on ``device``: no silent copy between devices."""
+    if value is not None and arrays.device(value) != device:
+        raise ValueError(f"{fn}: `{arg}` is on {arrays.device(value)}, the others on {device}")
+
+
+def in_namespace_of(fn: str, arg: str, value: Any, x: Array, xp: Any) -> Array:
     """``value`` as an array of ``x``'s library on ``x``'s device, keeping its kind of dtype."""
-    if not _is_numpy_like(value) or arrays.is_numpy_array(x):
+    if not is_numpy_like(value) or arrays.is_numpy_array(x):
         return value if arrays.is_array(value) else _as_numpy(fn, arg, value)
     value = _as_numpy(fn, arg, value)
     if value.dtype.kind == "f":
@@ -91,7 +104,7 @@ def float_labels(fn: str, arg: str, value: Any, x: Array, xp: Any) -> Array:
     """Real-valued labels (or pos_weight) cast to the logits' dtype, as TF casts them."""
     if value is None:
         raise TypeError(f"{fn}: `{arg}` is required, got None")
-    z = _in_namespace_of(fn, arg, value, x, xp)
+    z = in_namespace_of(fn, arg, value, x, xp)
     if not arrays.is_real_dtype(xp, z.dtype):
         raise TypeError(
             f"{fn}: `{arg}` must hold real numbers (bool, integer or floating), "
@@ -131,7 +144,7 @@ def class_axis(fn: str, axis: Any, x: Array) -> int:
     """A valid class axis of ``x`` as a non-negative int, with at least one class."""
     ndim = len(x.shape)
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{fn}: `axis` must be an int, got {_describe(axis)}")
+        raise TypeError(f"{fn}: `axis` must be an int, got {describe(axis)}")
     if ndim == 0:
         raise ValueError(
             f"{fn}: `logits` must have at least one dimension (the classes), got a scalar"
@@ -155,26 +168,49 @@ def sparse_labels(fn: str, labels: Any, x: Array, xp: Any) -> Array:
     if labels is None:
         raise TypeError(f"{fn}: `labels` is required, got None")
     class_axis(fn, -1, x)
-    labels = _in_namespace_of(fn, "labels", labels, x, xp)
-    if not arrays.is_integer_dtype(xp, labels.dtype):
-        raise TypeError(
-            f"{fn}: `labels` must have an integer dtype (class indices), "
-            f"got {arrays.dtype_name(labels.dtype)}"
-        )
+    labels = index_labels(fn, labels, x, xp)
     if tuple(labels.shape) != tuple(x.shape[:-1]):
         raise ValueError(
             f"{fn}: `labels` must have the shape of `logits` without its last (class) axis, "
             f"{tuple(x.shape[:-1])}; got {tuple(labels.shape)}"
         )
-    num_classes = x.shape[-1]
-    if math.prod(labels.shape) and arrays.can_read_values(labels):
-        # A concrete JAX array may be closed over by a function being traced: read it through
-        # NumPy, since jnp.min would then return a tracer.
-        ns, values = (np, np.asarray(labels)) if arrays.is_jax_array(labels) else (xp, labels)
-        low, high = int(ns.min(values)), int(ns.max(values))
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"{fn}: `labels` must lie in [0, {num_classes}) (the number of classes); "
-                f"got values from {low} to {high}"
-            )
+    labels_in_range(fn, labels, x.shape[-1], xp)
     return labels
+
+
+def index_labels(fn: str, labels: Any, x: Array, xp: Any) -> Array:
+    """Labels of an integer dtype (class indices), as an array of ``x``'s library and device."""
+    if labels is None:
+        raise TypeError(f"{fn}: `labels` is required, got None")
+    labels = in_namespace_of(fn, "labels", labels, x, xp)
+    if not arrays.is_integer_dtype(xp, labels.dtype):
+        raise TypeError(
+            f"{fn}: `labels` must have an integer dtype (class indices), "
+            f"got {arrays.dtype_name(labels.dtype)}"
+        )
+    return labels
+
+
+def labels_in_range(
+    fn: str, labels: Array, num_classes: int, xp: Any, *, ignore_index: int | None = None
+) -> None:
+    """Integer ``labels`` lie in ``[0, num_classes)`` (or equal ``ignore_index``), checked where
+    the values can be read (not under ``jax.jit``, not on Dask)."""
+    if not (math.prod(labels.shape) and arrays.can_read_values(labels)):
+        return
+    where = f"[0, {num_classes}) (the number of classes)"
+    if ignore_index is not None:
+        flat = xp.reshape(labels, (-1,))
+        bad = (flat != ignore_index) & ((flat < 0) | (flat >= num_classes))
+        if bool(xp.any(bad)):
+            raise ValueError(
+                f"{fn}: `labels` must lie in {where} or equal ignore_index={ignore_index}; "
+                f"got {int(flat[bad][0])}"
+            )
+        return
+    # A concrete JAX array may be closed over by a function being traced: read it through
+    # NumPy, since jnp.min would then return a tracer.
+    ns, values = (np, np.asarray(labels)) if arrays.is_jax_array(labels) else (xp, labels)
+    low, high = int(ns.min(values)), int(ns.max(values))
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"{fn}: `labels` must lie in {where}; got values from {low} to {high}")

@@ -1,4 +1,4 @@
-"""Checks on the training losses' options, in the style of ``_validation``: each message names the
+"""Checks on the training losses' options, in the style of :mod:`.checks`: each message names the
 function, the argument and what was received. TypeError for a wrong kind of object or dtype,
 ValueError for a wrong value or shape. Arrays come back in the logits' library and device.
 """
@@ -6,6 +6,7 @@ ValueError for a wrong value or shape. Arrays come back in the logits' library a
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -14,18 +15,16 @@ from . import arrays, checks
 from .arrays import Array
 
 REDUCTIONS = ("none", "mean", "sum")
-
-
-def _describe(value: Any) -> str:
-    return f"{type(value).__module__}.{type(value).__qualname__}"
+# How messages list them (one wording for every function and module).
+REDUCTION_CHOICES = "'none', 'mean' or 'sum'"
 
 
 def reduction(fn: str, value: Any) -> str:
     """One of ``"none"``, ``"mean"``, ``"sum"``."""
     if not isinstance(value, str):
-        raise TypeError(f"{fn}: `reduction` must be a str, got {_describe(value)}")
+        raise TypeError(f"{fn}: `reduction` must be a str, got {checks.describe(value)}")
     if value not in REDUCTIONS:
-        raise ValueError(f"{fn}: `reduction` must be 'none', 'mean' or 'sum', got {value!r}")
+        raise ValueError(f"{fn}: `reduction` must be {REDUCTION_CHOICES}, got {value!r}")
     return value
 
 
@@ -33,7 +32,7 @@ def real(fn: str, arg: str, value: Any, *, low: float, high: float = math.inf) -
     """A real Python number in ``[low, high]`` (NaN is outside every interval)."""
     # bool is an int, but `label_smoothing=True` is a mistake, not a number.
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{fn}: `{arg}` must be a real number, got {_describe(value)}")
+        raise TypeError(f"{fn}: `{arg}` must be a real number, got {checks.describe(value)}")
     if isinstance(value, np.number) and not np.isrealobj(value):
         raise TypeError(f"{fn}: `{arg}` must be a real number, got {value!r}")
     number = float(value)
@@ -43,9 +42,23 @@ def real(fn: str, arg: str, value: Any, *, low: float, high: float = math.inf) -
     return number
 
 
-def integer(fn: str, arg: str, value: Any) -> int:
+def integer(fn: str, arg: str, value: Any, *, low: int | None = None) -> int:
+    """A Python int (from a NumPy integer too, not from a bool), ``>= low`` if given."""
+    return _integer(fn, arg, value, "an int", low)
+
+
+def optional_integer(fn: str, arg: str, value: Any, *, low: int | None = None) -> int | None:
+    """None, or an int as :func:`integer` takes it."""
+    return None if value is None else _integer(fn, arg, value, "an int or None", low)
+
+
+def _integer(fn: str, arg: str, value: Any, wanted: str, low: int | None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{fn}: `{arg}` must be an int, got {_describe(value)}")
+        raise TypeError(
+            f"{fn}: `{arg}` must be {wanted}, got {checks.describe(value)} ({reprlib.repr(value)})"
+        )
+    if low is not None and value < low:
+        raise ValueError(f"{fn}: `{arg}` must be >= {low}, got {value}")
     return int(value)
 
 
@@ -64,7 +77,7 @@ def mask(fn: str, value: Any, x: Array, xp: Any, shape: tuple[int, ...]) -> Arra
     """None, or a boolean array (the ``where`` argument) that broadcasts into ``shape``."""
     if value is None:
         return None
-    where = checks._in_namespace_of(fn, "where", value, x, xp)
+    where = checks.in_namespace_of(fn, "where", value, x, xp)
     try:
         is_bool = bool(xp.isdtype(where.dtype, "bool"))
     except (TypeError, ValueError):

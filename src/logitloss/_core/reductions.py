@@ -6,7 +6,8 @@ and the weight each element adds to the denominator. It returns the result round
 logits' dtype.
 
 "mean" is the weighted mean over the counted elements, ``sum(w * loss) / sum(w)``: for one-hot
-and index targets alike, and 0 (not NaN) when nothing is counted. This is where a reduced kernel
+and index targets alike, and 0 (not NaN) when nothing is counted (:func:`counted_mean`, which the
+kernels' sums and ``linear_cross_entropy``'s chunks use too). This is where a reduced kernel
 would plug in: one pass over (logits, labels, weights, mask) that returns the two sums
 ``sum(w * loss)`` and ``sum(w)`` without writing the per-element loss.
 """
@@ -34,8 +35,40 @@ def reduce(
         return xp.astype(loss, dtype, copy=False)
     total = xp.sum(loss)
     if reduction == "mean":
-        total = _safe_mean(total, loss, denominator_weight, xp=xp)
+        if denominator_weight is None:
+            # An empty batch: total is an empty sum, 0, still connected to the graph.
+            total = counted_mean(total, math.prod(loss.shape))
+        else:
+            if tuple(denominator_weight.shape) != tuple(loss.shape):
+                denominator_weight = xp.broadcast_to(denominator_weight, tuple(loss.shape))
+            count = xp.sum(denominator_weight)
+            total = counted_mean(total, count, xp=xp)
     return _zero_d(xp.astype(total, dtype, copy=False))
+
+
+def counted_mean(total: Any, count: Any, *, xp: Any = None) -> Any:
+    """The "mean": ``total / count`` over the counted elements; 0 (not NaN) when ``count`` is 0.
+
+    The one definition of the mean for every loss. ``count`` is a Python number (a number of
+    rows, or the kernels' float64 sum of weights; ``total`` is then a float or an array) or,
+    with ``xp``, a 0-d array (possibly lazy or traced: the choice is an ``xp.where``, and the
+    inner one keeps 0/0 out of the graph, whose gradient would be NaN even where unused).
+    """
+    if xp is None:
+        if count:
+            return total / count
+        # Nothing counted: total, a sum over nothing counted, is 0 too; an array stays one.
+        return total * 0 if arrays.is_array(total) else 0.0
+    zero = arrays.scalar(0.0, total, xp=xp)
+    one = arrays.scalar(1.0, total, xp=xp)
+    empty = count == 0
+    return xp.where(empty, zero, total / xp.where(empty, one, count))
+
+
+def quiet() -> np.errstate:
+    """NumPy's warnings off for what the formulas do on purpose: overflow to inf, inf - inf and
+    0 / 0 selected away by ``where`` (see ``_losses.reference``)."""
+    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
 
 
 def scalar(value: float, *, like: Array, xp: Any) -> Array:
@@ -48,17 +81,3 @@ def scalar(value: float, *, like: Array, xp: Any) -> Array:
 def _zero_d(total: Array) -> Array:
     """NumPy's full reductions give a scalar: the 0-d array every other library returns."""
     return np.asarray(total) if isinstance(total, np.generic) else total
-
-
-def _safe_mean(total: Array, loss: Array, weight: Array | None, *, xp: Any) -> Array:
-    """``total / sum(weight)``, 0 where the denominator is 0 (then ``total`` is 0 too)."""
-    if weight is None:
-        count = math.prod(loss.shape)
-        # An empty batch: total is an empty sum, 0, still connected to the graph.
-        return total if count == 0 else total / count
-    denominator = xp.sum(xp.broadcast_to(weight, tuple(loss.shape)))
-    zero = arrays.scalar(0.0, total, xp=xp)
-    one = arrays.scalar(1.0, total, xp=xp)
-    empty = denominator == 0
-    # The inner where keeps 0/0 out of the graph: its gradient would be NaN even where unused.
-    return xp.where(empty, zero, total / xp.where(empty, one, denominator))
