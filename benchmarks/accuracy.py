@@ -1,8 +1,9 @@
 """Accuracy of logitloss next to TensorFlow, PyTorch and optax, against exact (mpmath) values.
 
-For each of the four losses (``tf.nn`` names) and each dtype (float16, bfloat16, float32,
-float64), every library computes the same inputs in that dtype, and each result is compared with
-the exact loss of those inputs (``logitloss._tools.oracle``, 50 digits) in ULPs of the dtype:
+For each loss of the registry (``logitloss._api.registry``, by ``tf.nn`` name) and each dtype
+(float16, bfloat16, float32, float64), every library computes the same inputs in that dtype, and
+each result is compared with the exact loss of those inputs (``logitloss._tools.oracle``, 50
+digits) in ULPs of the dtype:
 
 * a deterministic grid over the whole range of the dtype: logits 0, -0, the smallest subnormal,
   the smallest normal, 1e-10, moderate values, the thresholds where ``exp`` underflows or
@@ -47,13 +48,16 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from logitloss._tools import oracle
+from logitloss._api import registry
+from logitloss._api.registry import INDICES, Loss
+from logitloss._core import route
+from logitloss._tools import oracle, peers
 
-SIGMOID = "sigmoid_cross_entropy_with_logits"
-WEIGHTED = "weighted_cross_entropy_with_logits"
-SOFTMAX = "softmax_cross_entropy_with_logits"
-SPARSE = "sparse_softmax_cross_entropy_with_logits"
-FUNCTIONS = (SIGMOID, WEIGHTED, SOFTMAX, SPARSE)
+FUNCTIONS = tuple(loss.function.__name__ for loss in registry.LOSSES)
+# The losses of the spot checks, by tf.nn name.
+SIGMOID = registry.get("sigmoid").function.__name__
+WEIGHTED = registry.get("weighted").function.__name__
+SOFTMAX = registry.get("softmax").function.__name__
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 LIBRARIES = ("logitloss", "logitloss-kernels", "tensorflow", "torch", "optax")
 TITLES = {
@@ -73,10 +77,6 @@ MAGNITUDES = (
     20.0, 24.0, 30.0, 36.0, 40.0, 50.0, 88.0, 89.0, 100.0, 104.0, 700.0, 709.0, 710.0, 745.0,
     746.0, 1000.0, 1e4, 1e10, 1e30, 1e100,
 )  # fmt: skip
-
-
-class Unsupported(Exception):
-    """The library has no such function (optax has no ``pos_weight``)."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -258,15 +258,17 @@ def formatter(dtype: str) -> Callable[[float], str]:
 
 
 def elementwise_cases(function: str, dtype: str, n_random: int, seed: int) -> Cases:
-    """Sigmoid or weighted inputs: the grid (logits x labels [x pos_weights]) and a sample."""
+    """Inputs of an elementwise loss (sigmoid, weighted): the grid (logits x labels [x
+    pos_weights]) and a sample."""
+    loss = registry.get(function)
     rng = np.random.default_rng([seed, DTYPES.index(dtype), FUNCTIONS.index(function)])
     xs, zs = logit_grid(dtype), label_grid(dtype)
-    weights = [None] if function == SIGMOID else list(cast(POS_WEIGHTS, dtype))
+    weights = list(cast(POS_WEIGHTS, dtype)) if loss.pos_weight else [None]
     grid = [(x, z, q) for x in xs for z in zs for q in weights]
     x = np.array([p[0] for p in grid] + list(random_logits(rng, dtype, n_random)))
     z = np.array([p[1] for p in grid] + list(random_labels(rng, dtype, n_random)))
     q = None
-    if function == WEIGHTED:
+    if loss.pos_weight:
         sample = 10.0 ** rng.uniform(-3.0, 4.0, n_random)
         sample[rng.random(n_random) < 0.05] = 0.0
         q = np.array([p[2] for p in grid] + list(cast(sample, dtype)))
@@ -274,7 +276,9 @@ def elementwise_cases(function: str, dtype: str, n_random: int, seed: int) -> Ca
 
 
 def row_cases(function: str, dtype: str, n_random: int, seed: int) -> Cases:
-    """Softmax (soft labels) or sparse (class indices) inputs, grouped by number of classes."""
+    """Inputs of a loss with a class axis, soft labels (softmax) or class indices (sparse),
+    grouped by number of classes."""
+    indices = registry.get(function).labels == INDICES
     rng = np.random.default_rng([seed, DTYPES.index(dtype), FUNCTIONS.index(function)])
     rows = row_grid(dtype)
     n_grid = len(rows)
@@ -282,7 +286,7 @@ def row_cases(function: str, dtype: str, n_random: int, seed: int) -> Cases:
     points: dict[int, tuple[list[tuple[float, ...]], list[Any]]] = {}
     for k, row in enumerate(rows):
         n = len(row)
-        if function == SPARSE:
+        if indices:
             labels: list[Any] = list(range(n)) if k < n_grid else [int(rng.integers(n))]
         elif k < n_grid:
             labels = soft_labels(n, dtype, rng)
@@ -293,7 +297,7 @@ def row_cases(function: str, dtype: str, n_random: int, seed: int) -> Cases:
         xs, zs = points.setdefault(n, ([], []))
         xs += [row] * len(labels)
         zs += labels
-    label_type = np.int64 if function == SPARSE else np.float64
+    label_type = np.int64 if indices else np.float64
     groups = [
         Group(np.array(xs, dtype=np.float64), np.array(zs, dtype=label_type))
         for _, (xs, zs) in sorted(points.items())
@@ -301,125 +305,81 @@ def row_cases(function: str, dtype: str, n_random: int, seed: int) -> Cases:
     return Cases(function, dtype, groups)
 
 
-def exact_values(cases: Cases, cache: dict[tuple, Any]) -> None:
-    """Fill ``cases.exact`` and ``cases.limit``, reusing exact values already computed."""
+def points(cases: Cases) -> Iterable[tuple[oracle.Exact, tuple, bool]]:
+    """Each point of ``cases``: its exact formula and arguments (``oracle.point``), and whether
+    an input is infinite or NaN (the exact value is a limit)."""
+    loss = registry.get(cases.function)
     for g in cases.groups:
         for i in range(len(g.x)):
-            if g.x.ndim == 1:
-                q = 1.0 if g.q is None else float(g.q[i])
-                key: tuple = ("logistic", float(g.x[i]), float(g.z[i]), q)
-                inputs = key[1:]
-                if key not in cache:
-                    cache[key] = oracle.logistic(*inputs)
-            else:
-                xs = tuple(float(v) for v in g.x[i])
-                if g.z.ndim == 1:
-                    zs = tuple(1.0 if j == g.z[i] else 0.0 for j in range(len(xs)))
-                else:
-                    zs = tuple(float(v) for v in g.z[i])
-                key = ("softmax", xs, zs)
-                inputs = xs + zs
-                if key not in cache:
-                    cache[key] = oracle.softmax(xs, zs)
-            cases.exact.append(cache[key])
-            cases.limit.append(not all(math.isfinite(v) for v in inputs))
+            formula, arguments = oracle.point(loss, g.x[i], g.z[i], None if g.q is None else g.q[i])
+            flat = [v for a in arguments for v in (a if isinstance(a, tuple) else (a,))]
+            yield formula, arguments, not all(math.isfinite(v) for v in flat)
+
+
+def exact_values(cases: Cases, cache: dict[tuple, Any]) -> Cases:
+    """Fill ``cases.exact`` and ``cases.limit``, reusing exact values already computed;
+    ``cases``."""
+    for formula, arguments, limit in points(cases):
+        key = (formula.name, *arguments)
+        if key not in cache:
+            cache[key] = formula.value(*arguments)
+        cases.exact.append(cache[key])
+        cases.limit.append(limit)
+    return cases
 
 
 # --------------------------------------------------------------------------- libraries
 
 
+def _inputs(loss: Loss, dtype: str, g: Group) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Labels, logits and pos_weight of ``g`` as NumPy arrays of ``dtype`` (class indices as
+    they are)."""
+    dt = np_dtype(dtype)
+    labels = g.z if loss.labels == INDICES else g.z.astype(dt)
+    q = g.q.astype(dt) if loss.pos_weight and g.q is not None else None
+    return labels, g.x.astype(dt), q
+
+
 def run_logitloss(function: str, dtype: str, g: Group) -> np.ndarray:
     """logitloss on NumPy arrays of ``dtype``."""
-    import logitloss
-
-    dt = np_dtype(dtype)
-    x = g.x.astype(dt)
-    if function == SPARSE:
-        out = logitloss.sparse_softmax_cross_entropy_with_logits(labels=g.z, logits=x)
-    elif function == SOFTMAX:
-        out = logitloss.softmax_cross_entropy_with_logits(labels=g.z.astype(dt), logits=x)
-    elif function == WEIGHTED:
-        assert g.q is not None
-        out = logitloss.weighted_cross_entropy_with_logits(
-            labels=g.z.astype(dt), logits=x, pos_weight=g.q.astype(dt)
-        )
-    else:
-        out = logitloss.sigmoid_cross_entropy_with_logits(labels=g.z.astype(dt), logits=x)
-    if out.dtype != dt:
+    loss = registry.get(function)
+    out = loss.value(*_inputs(loss, dtype, g))
+    if out.dtype != np_dtype(dtype):
         raise TypeError(f"logitloss returned {out.dtype} for {dtype}")
     return np.asarray(out).astype(np.float64)
 
 
 def run_logitloss_grad(function: str, dtype: str, g: Group) -> np.ndarray:
     """logitloss's ``_grad`` functions (w.r.t. the logits) on NumPy arrays of ``dtype``."""
-    import logitloss
-
-    dt = np_dtype(dtype)
-    x = g.x.astype(dt)
-    if function == SPARSE:
-        out = logitloss.sparse_softmax_cross_entropy_with_logits_grad(g.z, x)
-    elif function == SOFTMAX:
-        out = logitloss.softmax_cross_entropy_with_logits_grad(g.z.astype(dt), x)
-    elif function == WEIGHTED:
-        assert g.q is not None
-        out = logitloss.weighted_cross_entropy_with_logits_grad(g.z.astype(dt), x, g.q.astype(dt))
-    else:
-        out = logitloss.sigmoid_cross_entropy_with_logits_grad(g.z.astype(dt), x)
-    if out.dtype != dt:
+    loss = registry.get(function)
+    out = loss.grad(*_inputs(loss, dtype, g))
+    if out.dtype != np_dtype(dtype):
         raise TypeError(f"logitloss returned {out.dtype} for {dtype}")
     return np.asarray(out).astype(np.float64)
 
 
 def run_logitloss_kernels(function: str, dtype: str, g: Group) -> np.ndarray:
     """logitloss's fused CPU kernels (``_kernels``, which NumPy arrays of 16k elements or more
-    and CPU tensors take) on the same arrays."""
-    from logitloss._losses.logistic import host as logistic_host
-    from logitloss._losses.softmax import host as softmax_host
-
-    dt = np_dtype(dtype)
-    x = g.x.astype(dt)
-    if function == SPARSE:
-        out = softmax_host.sparse_softmax_loss(x, g.z)
-    elif function == SOFTMAX:
-        out = softmax_host.softmax_loss(x, g.z.astype(dt))
-    else:
-        q = None if function == SIGMOID else g.q.astype(dt)
-        out = logistic_host.logistic_loss(x, g.z.astype(dt), q)
-    return np.asarray(out).astype(np.float64)
+    and CPU tensors take) on the same arrays: the public functions inside
+    ``route.kernel_path``, which sends NumPy arrays of every size to them."""
+    with route.kernel_path():
+        return run_logitloss(function, dtype, g)
 
 
 def run_logitloss_kernels_grad(function: str, dtype: str, g: Group) -> np.ndarray:
     """The kernels' gradient w.r.t. the logits."""
-    from logitloss._losses.logistic import host as logistic_host
-    from logitloss._losses.softmax import host as softmax_host
-
-    dt = np_dtype(dtype)
-    x = g.x.astype(dt)
-    if function == SPARSE:
-        out = softmax_host.sparse_softmax_grad_logits(x, g.z)
-    elif function == SOFTMAX:
-        out = softmax_host.softmax_grad_logits(x, g.z.astype(dt))
-    else:
-        q = None if function == SIGMOID else g.q.astype(dt)
-        out = logistic_host.logistic_grad_logits(x, g.z.astype(dt), q)
-    return np.asarray(out).astype(np.float64)
+    with route.kernel_path():
+        return run_logitloss_grad(function, dtype, g)
 
 
 def _tf_loss(function: str, g: Group, x: Any) -> Any:
     """The ``tf.nn`` loss of ``g``'s labels (and pos_weight) at the logits tensor ``x``."""
     import tensorflow as tf
 
-    dt = x.dtype
-    if function == SPARSE:
-        labels = tf.constant(g.z, dtype=tf.int64)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
-    z = tf.constant(g.z, dtype=dt)
-    if function == SOFTMAX:
-        return tf.nn.softmax_cross_entropy_with_logits(labels=z, logits=x)
-    if function == WEIGHTED:
-        q = tf.constant(g.q, dtype=dt)
-        return tf.nn.weighted_cross_entropy_with_logits(labels=z, logits=x, pos_weight=q)
-    return tf.nn.sigmoid_cross_entropy_with_logits(labels=z, logits=x)
+    loss = registry.get(function)
+    labels = tf.constant(g.z, dtype=tf.int64 if loss.labels == INDICES else x.dtype)
+    q = tf.constant(g.q, dtype=x.dtype) if loss.pos_weight else None
+    return peers.tensorflow(loss, labels, x, q)
 
 
 def run_tensorflow(function: str, dtype: str, g: Group) -> np.ndarray:
@@ -451,15 +411,11 @@ def run_tensorflow_grad(function: str, dtype: str, g: Group) -> np.ndarray:
 def _torch_loss(function: str, g: Group, x: Any) -> Any:
     """``torch.nn.functional``'s loss of ``g``'s labels (and pos_weight) at the tensor ``x``."""
     import torch
-    import torch.nn.functional as F
 
-    if function == SPARSE:
-        return F.cross_entropy(x, torch.tensor(g.z, dtype=torch.int64), reduction="none")
-    z = torch.tensor(g.z, dtype=x.dtype)
-    if function == SOFTMAX:
-        return F.cross_entropy(x, z, reduction="none")
+    loss = registry.get(function)
+    z = torch.tensor(g.z, dtype=torch.int64 if loss.labels == INDICES else x.dtype)
     pos_weight = None if g.q is None else torch.tensor(g.q, dtype=x.dtype)
-    return F.binary_cross_entropy_with_logits(x, z, reduction="none", pos_weight=pos_weight)
+    return peers.torch(loss, z, x, pos_weight)
 
 
 def run_torch(function: str, dtype: str, g: Group) -> np.ndarray:
@@ -487,18 +443,13 @@ def run_torch_grad(function: str, dtype: str, g: Group) -> np.ndarray:
 
 
 def _optax_loss(function: str, g: Group, x: Any) -> Any:
-    """optax's loss of ``g``'s labels at the JAX array ``x`` (64-bit mode on)."""
-    if function == WEIGHTED:
-        raise Unsupported("no pos_weight")
+    """optax's loss of ``g``'s labels at the JAX array ``x`` (64-bit mode on;
+    ``peers.Unsupported`` where optax has no such loss)."""
     import jax.numpy as jnp
-    import optax
 
-    if function == SPARSE:
-        return optax.softmax_cross_entropy_with_integer_labels(x, jnp.asarray(g.z, dtype=jnp.int64))
-    z = jnp.asarray(g.z, dtype=x.dtype)
-    if function == SOFTMAX:
-        return optax.softmax_cross_entropy(x, z)
-    return optax.sigmoid_binary_cross_entropy(x, z)
+    loss = registry.get(function)
+    z = jnp.asarray(g.z, dtype=jnp.int64 if loss.labels == INDICES else x.dtype)
+    return peers.optax(loss, z, x)
 
 
 def run_optax(function: str, dtype: str, g: Group) -> np.ndarray:
@@ -627,7 +578,7 @@ def compute(
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             parts = [np.ravel(runner(cases.function, cases.dtype, g)) for g in cases.groups]
-    except Unsupported as exc:
+    except peers.Unsupported as exc:
         return f"n/a: {exc}"
     except Exception as exc:  # a dtype or function the library does not support
         return f"n/a: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
@@ -657,33 +608,58 @@ def measure(
     seed: int = SEED,
 ) -> list[dict[str, Any]]:
     """Every (function, dtype, library) row of the report; ``quick`` samples fewer points."""
-    n_elementwise, n_rows = (200, 40) if quick else (20000, 2000)
+    sizes = (200, 40) if quick else (20000, 2000)
+    return _report_rows(sizes, functions, dtypes, libraries, seed, exact_values, evaluate)
+
+
+def _report_rows(
+    sizes: tuple[int, int],
+    functions: Sequence[str],
+    dtypes: Sequence[str],
+    libraries: Sequence[str],
+    seed: int,
+    prepare: Callable[[Cases, dict[tuple, Any]], Any],
+    evaluate_one: Callable[[Any, str], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One row per (function, dtype, library): the cases of each function and dtype (``sizes``:
+    random elementwise points and rows), ``prepare``d with the exact values (one cache for
+    all), then ``evaluate_one`` per library."""
+    n_elementwise, n_rows = sizes
     cache: dict[tuple, Any] = {}
     rows = []
     for function in functions:
         for dtype in dtypes:
-            if function in (SIGMOID, WEIGHTED):
-                cases = elementwise_cases(function, dtype, n_elementwise, seed)
-            else:
+            if registry.get(function).class_axis:
                 cases = row_cases(function, dtype, n_rows, seed)
-            exact_values(cases, cache)
-            rows += [evaluate(cases, library) for library in libraries]
+            else:
+                cases = elementwise_cases(function, dtype, n_elementwise, seed)
+            prepared = prepare(cases, cache)
+            rows += [evaluate_one(prepared, library) for library in libraries]
     return rows
+
+
+def _point_group(
+    function: str, x: Sequence[Any], z: Sequence[Any], q: Sequence[float] | None, dtype: str | None
+) -> Group:
+    """A group of a few given points (rows of logits for a loss with a class axis), rounded to
+    ``dtype`` where given (class indices as they are)."""
+    loss = registry.get(function)
+
+    def values(v: Any) -> np.ndarray:
+        return np.asarray(v, dtype=np.float64) if dtype is None else cast(v, dtype)
+
+    return Group(
+        values(np.array(x, dtype=np.float64, ndmin=2 if loss.class_axis else 1)),
+        np.array(z, dtype=np.int64) if loss.labels == INDICES else values(z),
+        None if q is None else values(q),
+    )
 
 
 def point_cases(
     function: str, dtype: str, x: Sequence[Any], z: Sequence[Any], q: Sequence[float] | None = None
 ) -> Cases:
     """Cases of a few given points (rows of logits for the softmax losses), with exact values."""
-    rows = function in (SOFTMAX, SPARSE)
-    group = Group(
-        np.array(x, dtype=np.float64, ndmin=2 if rows else 1),
-        np.array(z, dtype=np.int64 if function == SPARSE else np.float64),
-        None if q is None else np.array(q, dtype=np.float64),
-    )
-    cases = Cases(function, dtype, [group])
-    exact_values(cases, {})
-    return cases
+    return exact_values(Cases(function, dtype, [_point_group(function, x, z, q, None)]), {})
 
 
 # The failures of the peers the report should make visible, one input each, in float32.
@@ -760,35 +736,18 @@ class GradCases:
 def grad_cases(cases: Cases, cache: dict[tuple, Any]) -> GradCases:
     """The gradient points of ``cases`` with their exact values and scales (cached by input)."""
     gc = GradCases(cases)
-    row = 0
-    for g in cases.groups:
-        for i in range(len(g.x)):
-            if g.x.ndim == 1:
-                q = 1.0 if g.q is None else float(g.q[i])
-                inputs: tuple = (float(g.x[i]), float(g.z[i]), q)
-                key: tuple = ("logistic", *inputs)
-                if key not in cache:
-                    cache[key] = ([oracle.logistic_grad(*inputs)],
-                                  [oracle.logistic_grad_scale(*inputs)])  # fmt: skip
-                classes: list[int | None] = [None]
-            else:
-                xs = tuple(float(v) for v in g.x[i])
-                if g.z.ndim == 1:
-                    zs = tuple(1.0 if j == g.z[i] else 0.0 for j in range(len(xs)))
-                else:
-                    zs = tuple(float(v) for v in g.z[i])
-                key, inputs = ("softmax", xs, zs), xs + zs
-                if key not in cache:
-                    cache[key] = (oracle.softmax_grad(xs, zs), oracle.softmax_grad_scale(xs, zs))
-                classes = list(range(len(xs)))
-            exact, scale = cache[key]
-            limit = not all(math.isfinite(v) for v in inputs)
-            for j, e, s in zip(classes, exact, scale, strict=True):
-                gc.exact.append(e)
-                gc.scale.append(s)
-                gc.limit.append(limit)
-                gc.where.append((row, j))
-            row += 1
+    class_axis = registry.get(cases.function).class_axis
+    for row, (formula, arguments, limit) in enumerate(points(cases)):
+        key = (formula.name, *arguments)
+        if key not in cache:
+            cache[key] = (formula.grad(*arguments), formula.grad_scale(*arguments))
+        exact, scale = cache[key]
+        classes: list[int | None] = list(range(len(exact))) if class_axis else [None]
+        for j, e, s in zip(classes, exact, scale, strict=True):
+            gc.exact.append(e)
+            gc.scale.append(s)
+            gc.limit.append(limit)
+            gc.where.append((row, j))
     return gc
 
 
@@ -875,18 +834,8 @@ def measure_gradients(
 ) -> list[dict[str, Any]]:
     """Every (function, dtype, library) row of the gradient report: the whole grid and a
     smaller random sample than the losses' (5,000 elementwise points, 1,000 softmax rows)."""
-    n_elementwise, n_rows = (200, 40) if quick else (5000, 1000)
-    cache: dict[tuple, Any] = {}
-    rows = []
-    for function in functions:
-        for dtype in dtypes:
-            if function in (SIGMOID, WEIGHTED):
-                cases = elementwise_cases(function, dtype, n_elementwise, seed)
-            else:
-                cases = row_cases(function, dtype, n_rows, seed)
-            gc = grad_cases(cases, cache)
-            rows += [grad_evaluate(gc, library) for library in libraries]
-    return rows
+    sizes = (200, 40) if quick else (5000, 1000)
+    return _report_rows(sizes, functions, dtypes, libraries, seed, grad_cases, grad_evaluate)
 
 
 def grad_point_cases(
@@ -895,14 +844,7 @@ def grad_point_cases(
     """Gradient points of a few given inputs (rows of logits for the softmax losses), rounded
     to ``dtype`` first (``q = 1e-3`` is the float32 nearest 1e-3 for every library and the
     oracle alike)."""
-    rows = function in (SOFTMAX, SPARSE)
-    labels = np.array(z, dtype=np.int64) if function == SPARSE else cast(z, dtype)
-    group = Group(
-        cast(np.array(x, dtype=np.float64, ndmin=2 if rows else 1), dtype),
-        labels,
-        None if q is None else cast(q, dtype),
-    )
-    return grad_cases(Cases(function, dtype, [group]), {})
+    return grad_cases(Cases(function, dtype, [_point_group(function, x, z, q, dtype)]), {})
 
 
 # The peers' gradient failures, one input each in float32, and the entry shown (a class of a

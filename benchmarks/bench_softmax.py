@@ -68,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     for w in chosen:
         data = workloads.make_data(w)
         impls: dict[str, Any] = {
-            "limit": workloads._limit(w, data),
+            "limit": workloads.limit(w, data),
             "logitloss-kernel": kernel_impl(w, data),
         }
         if not args.no_peers:
             for name, make in (
-                ("torch", workloads._torch),
-                ("jax", workloads._jax),
-                ("tensorflow", workloads._tensorflow),
+                ("torch", workloads.peer_torch),
+                ("jax", workloads.peer_jax),
+                ("tensorflow", workloads.peer_tensorflow),
             ):
                 impl = make(w, data)
                 if impl is not None:

@@ -1,8 +1,9 @@
 """The ``logitloss`` command line: ``logitloss COMMAND [options]``.
 
-Each command is one :class:`Command`: its name, a one-line help, an example for ``--help``, a
-function that adds its options to its subparser and a function that runs it and returns the exit
-status. A new command (``eval``, ``stability``, ``bench``) is one more entry in :data:`COMMANDS`.
+Each command is one :class:`Command`: its name, a one-line help, an example for ``--help`` and
+the module under ``_tools`` whose ``configure`` adds its options to its subparser and whose
+``run`` runs it and returns the exit status. A new command (``eval``, ``stability``, ``bench``)
+is one more entry in :data:`COMMANDS`.
 
 Exit status: 0 on success, 1 for an expected failure (reported in one line on stderr, without a
 traceback), 2 for a usage error (argparse), 130 when interrupted.
@@ -11,10 +12,12 @@ traceback), 2 for a usage error (argparse), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 from . import __version__
 
@@ -27,75 +30,30 @@ class CommandError(Exception):
 
 @dataclass(frozen=True)
 class Command:
-    """A subcommand: ``configure`` adds its options, ``run`` executes it and returns the status."""
+    """A subcommand: ``configure`` adds its options, ``run`` executes it and returns the status.
+
+    Both are the functions of the same name in ``logitloss._tools.<module>``, imported on first
+    use; the module's expected failures (``DataError``) are reported as :class:`CommandError`.
+    """
 
     name: str
     help: str
     example: str
-    configure: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
+    module: str
 
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        self._tool().configure(parser)
 
-def _configure_demo(parser: argparse.ArgumentParser) -> None:
-    """``demo`` takes no options."""
+    def run(self, args: argparse.Namespace) -> int:
+        from ._tools.files import DataError
 
+        try:
+            return self._tool().run(args)
+        except DataError as error:
+            raise CommandError(str(error)) from None
 
-def _run_demo(args: argparse.Namespace) -> int:
-    """Print the demo to standard output."""
-    from ._tools.demo import run_demo
-
-    run_demo(sys.stdout)
-    return 0
-
-
-def _configure_eval(parser: argparse.ArgumentParser) -> None:
-    from ._tools.eval import command as eval_command
-
-    eval_command.configure(parser)
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    from ._tools.eval import command as eval_command
-    from ._tools.files import DataError
-
-    try:
-        return eval_command.run(args)
-    except DataError as error:
-        raise CommandError(str(error)) from None
-
-
-def _configure_stability(parser: argparse.ArgumentParser) -> None:
-    from ._tools import stability
-
-    stability.configure(parser)
-
-
-def _run_stability(args: argparse.Namespace) -> int:
-    from ._tools import stability
-    from ._tools.files import DataError
-
-    try:
-        return stability.run(args)
-    except DataError as error:
-        raise CommandError(str(error)) from None
-
-
-def _configure_bench(parser: argparse.ArgumentParser) -> None:
-    from ._tools import bench
-
-    bench.configure(parser)
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    from ._tools import bench
-    from ._tools.files import DataError, require
-
-    try:
-        if args.plot is not None:  # before minutes of timing, not after
-            require("matplotlib", "--plot")
-        return bench.run(args)
-    except DataError as error:
-        raise CommandError(str(error)) from None
+    def _tool(self) -> ModuleType:
+        return importlib.import_module(f"._tools.{self.module}", __package__)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -103,30 +61,26 @@ COMMANDS: tuple[Command, ...] = (
         name="demo",
         help="TensorFlow's documented outputs beside logitloss's, and where the formulas fail",
         example="logitloss demo",
-        configure=_configure_demo,
-        run=_run_demo,
+        module="demo",
     ),
     Command(
         name="eval",
         help="a loss over prediction files (.npy, .npz, CSV, Parquet), streamed in chunks",
         example="logitloss eval sparse --logits preds.npz:logits --labels preds.npz:labels\n"
         "  logitloss eval sigmoid --logits logits/ --labels labels.zarr --engine dask",
-        configure=_configure_eval,
-        run=_run_eval,
+        module="eval.command",
     ),
     Command(
         name="stability",
         help="the error of the naive formula, TensorFlow's and logitloss against mpmath",
         example="logitloss stability --plot docs/stability.png",
-        configure=_configure_stability,
-        run=_run_stability,
+        module="stability",
     ),
     Command(
         name="bench",
         help="speed against the memory limit, PyTorch, JAX and TensorFlow on the same arrays",
         example="logitloss bench --quick --loss sigmoid --csv bench.csv --plot bench.png",
-        configure=_configure_bench,
-        run=_run_bench,
+        module="bench",
     ),
 )
 

@@ -5,18 +5,20 @@ sigmoid and softmax cross-entropy, and 000, a tutorial on the weighted loss; see
 shared/seeds/README.md), with the outputs TensorFlow printed there kept below as literal
 constants: documented output, an oracle independent of this package. The printed text speaks of
 "the Q&A" and "the tutorial", not of seeds, which mean nothing to a user. Part 2 evaluates the
-textbook formula, TensorFlow's documented stable formula (written out in NumPy) and logitloss on
-inputs where the first two go wrong in float32. With mpmath installed every value is compared
-with the exact loss, in units in the last place (ULPs) of float32; without it the demo still runs
-and says so.
+textbook formula, TensorFlow's documented stable formula (written out in NumPy: ``peers``) and
+logitloss on inputs where the first two go wrong in float32. With mpmath installed every value
+is compared with the exact loss, in units in the last place (ULPs) of float32; without it the
+demo still runs and says so.
 
 Only NumPy is required. Nothing here is imported by ``import logitloss``.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -29,7 +31,8 @@ from .. import (
     softmax_cross_entropy_with_logits,
     weighted_cross_entropy_with_logits,
 )
-from . import oracle
+from .._api import registry
+from . import oracle, peers
 
 F32 = np.float32
 FMT = "float32"
@@ -110,28 +113,47 @@ def _errors(values: Sequence[Any], exact: Any) -> list[str]:
 # --- Part 1: the published examples ---------------------------------------------------------------
 
 
+def _header(columns: Sequence[str], with_exact: bool) -> list[str]:
+    """The header of a table of TensorFlow's values (among ``columns``) beside logitloss's."""
+    return [*columns, "logitloss", *(["exact", "TF ulp", "ours ulp"] if with_exact else [])]
+
+
+def _beside(cells: list[str], tf: Any, ours: Any, exact: Any) -> list[str]:
+    """A line of that table: ``cells``, logitloss's value and, unless ``exact`` is None, the
+    exact loss and the errors of TensorFlow's value and logitloss's in ULPs."""
+    line = [*cells, fmt32(ours)]
+    if exact is not None:
+        line += [fmt_exact(exact), *_errors((tf, ours), exact)]
+    return line
+
+
+def _example(
+    function: Callable[..., Any], labels: Sequence[Any], logits: Sequence[Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A published example's labels and logits in float32, and logitloss's ``function`` of
+    them, called as the example calls ``tf.nn``."""
+    z, x = np.array(labels, dtype=F32), np.array(logits, dtype=F32)
+    return z, x, function(labels=z, logits=x)
+
+
 def _sigmoid_example(out: TextIO, with_exact: bool) -> None:
     """The Q&A's (seed 001) ``prob4`` table and its row sums (``loss2`` of the question)."""
-    labels = np.array(SIGMOID_LABELS, dtype=F32)
-    logits = np.array(SIGMOID_LOGITS, dtype=F32)
-    ours = sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    labels, logits, ours = _example(
+        sigmoid_cross_entropy_with_logits, SIGMOID_LABELS, SIGMOID_LOGITS
+    )
     out.write(
         "1a. tf.nn.sigmoid_cross_entropy_with_logits(labels=p, logits=logit_q), float32\n"
         "    The example of a Q&A on TensorFlow's sigmoid and softmax cross-entropy:\n"
         f"    p = {fmt_list(SIGMOID_LABELS)}\n"
         f"    logit_q = {fmt_list(SIGMOID_LOGITS)}\n\n"
     )
-    header = ["element", "p", "logit_q", TF_PRINTED, "logitloss"]
-    header += ["exact", "TF ulp", "ours ulp"] if with_exact else []
     rows = []
     for (i, j), value in np.ndenumerate(ours):
-        row = [f"[{i},{j}]", fmt_list(SIGMOID_LABELS[i][j]), fmt32(logits[i, j])]
-        row += [TF_SIGMOID_PROB4[i][j], fmt32(value)]
-        if with_exact:
-            exact = oracle.logistic(float(logits[i, j]), float(labels[i, j]))
-            row += [fmt_exact(exact), *_errors((F32(TF_SIGMOID_PROB4[i][j]), value), exact)]
-        rows.append(row)
-    table(out, header, rows)
+        printed = TF_SIGMOID_PROB4[i][j]
+        cells = [f"[{i},{j}]", fmt_list(SIGMOID_LABELS[i][j]), fmt32(logits[i, j]), printed]
+        exact = oracle.logistic(float(logits[i, j]), float(labels[i, j])) if with_exact else None
+        rows.append(_beside(cells, F32(printed), value, exact))
+    table(out, _header(["element", "p", "logit_q", TF_PRINTED], with_exact), rows)
     _sigmoid_row_sums(out, labels, logits, ours, with_exact)
 
 
@@ -144,41 +166,34 @@ def _sigmoid_row_sums(
         "    column sums the row TensorFlow printed, in float32.\n\n"
     )
     tf_sums = np.array(TF_SIGMOID_PROB4, dtype=F32).sum(axis=1)
-    header = ["row", "TensorFlow's row summed", "logitloss"]
-    header += ["exact", "TF ulp", "ours ulp"] if with_exact else []
     rows = []
     for i, value in enumerate(ours.sum(axis=1)):
-        row = [str(i), fmt32(tf_sums[i]), fmt32(value)]
+        exact = None
         if with_exact:
-            exact = sum(
-                oracle.logistic(float(x), float(z))
-                for x, z in zip(logits[i], labels[i], strict=True)
-            )
-            row += [fmt_exact(exact), *_errors((tf_sums[i], value), exact)]
-        rows.append(row)
-    table(out, header, rows)
+            pairs = zip(logits[i], labels[i], strict=True)
+            exact = sum(oracle.logistic(float(x), float(z)) for x, z in pairs)
+        rows.append(_beside([str(i), fmt32(tf_sums[i])], tf_sums[i], value, exact))
+    table(out, _header(["row", "TensorFlow's row summed"], with_exact), rows)
 
 
 def _softmax_example(out: TextIO, with_exact: bool) -> None:
     """The Q&A's (seed 001) two-class softmax example (``prob2``)."""
-    labels = np.array(SOFTMAX_LABELS, dtype=F32)
-    logits = np.array(SOFTMAX_LOGITS, dtype=F32)
-    ours = softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    labels, logits, ours = _example(
+        softmax_cross_entropy_with_logits, SOFTMAX_LABELS, SOFTMAX_LOGITS
+    )
     out.write(
         "1b. tf.nn.softmax_cross_entropy_with_logits(labels=p, logits=logit_q), float32\n"
         "    The same Q&A; TensorFlow printed [ 0.43748799  0.51301527  0.69314718]\n\n"
     )
-    header = ["row", "p", "logit_q", TF_PRINTED, "logitloss"]
-    header += ["exact", "TF ulp", "ours ulp"] if with_exact else []
     rows = []
     for i, value in enumerate(ours):
-        row = [str(i), fmt_list(SOFTMAX_LABELS[i]), fmt_list(SOFTMAX_LOGITS[i])]
-        row += [TF_SOFTMAX_PROB2[i], fmt32(value)]
+        printed = TF_SOFTMAX_PROB2[i]
+        cells = [str(i), fmt_list(SOFTMAX_LABELS[i]), fmt_list(SOFTMAX_LOGITS[i]), printed]
+        exact = None
         if with_exact:
             exact = oracle.softmax([float(v) for v in logits[i]], [float(v) for v in labels[i]])
-            row += [fmt_exact(exact), *_errors((F32(TF_SOFTMAX_PROB2[i]), value), exact)]
-        rows.append(row)
-    table(out, header, rows)
+        rows.append(_beside(cells, F32(printed), value, exact))
+    table(out, _header(["row", "p", "logit_q", TF_PRINTED], with_exact), rows)
 
 
 def weighted_loss64(x: float, z: float, q: float) -> float:
@@ -250,58 +265,14 @@ def _weighted_example(out: TextIO, with_exact: bool) -> None:
 # --- Part 2: where the formulas fail -------------------------------------------------------------
 
 
-def naive_logistic(x: np.ndarray, z: np.ndarray, q: Any) -> np.ndarray:
-    """The textbook ``-q z log(sigmoid(x)) - (1 - z) log(1 - sigmoid(x))`` (``q = None``: 1)."""
-    q = 1 if q is None else q
-    s = 1 / (1 + np.exp(-x))
-    return -q * z * np.log(s) - (1 - z) * np.log(1 - s)
-
-
-def tf_sigmoid(x: np.ndarray, z: np.ndarray, q: Any) -> np.ndarray:
-    """TensorFlow's ``max(x, 0) - x z + log(1 + exp(-|x|))`` (``log1p``, as TF's code); no q."""
-    return np.maximum(x, 0) - x * z + np.log1p(np.exp(-np.abs(x)))
-
-
-def tf_weighted(x: np.ndarray, z: np.ndarray, q: Any) -> np.ndarray:
-    """TensorFlow's ``(1 - z) x + l (log(1 + exp(-|x|)) + max(-x, 0))``, ``l = 1 + (q - 1) z``."""
-    log_weight = 1 + (q - 1) * z
-    return (1 - z) * x + log_weight * (np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0))
-
-
-def naive_softmax(x: np.ndarray, z: np.ndarray, q: Any) -> np.ndarray:
-    """The textbook ``-sum z log(softmax(x))`` with ``softmax(x) = exp(x) / sum(exp(x))``."""
-    e = np.exp(x)
-    return -np.sum(z * np.log(e / np.sum(e)))
-
-
-def tf_softmax(x: np.ndarray, z: np.ndarray, q: Any) -> np.ndarray:
-    """TensorFlow's kernel: ``d = x - max(x)``, ``sum z (log(sum(exp(d))) - d)``.
-
-    The same as ``-sum z (x - lse)`` with ``lse = m + log(sum(exp(x - m)))`` (optax's way).
-    """
-    shifted = x - np.max(x)
-    return np.sum(z * (np.log(np.sum(np.exp(shifted))) - shifted))
-
-
-def ours_logistic(x: np.ndarray, z: np.ndarray, q: Any) -> np.ndarray:
-    """logitloss's sigmoid (``q is None``) or weighted loss."""
-    if q is None:
-        return sigmoid_cross_entropy_with_logits(labels=z, logits=x)
-    return weighted_cross_entropy_with_logits(labels=z, logits=x, pos_weight=q)
-
-
-def ours_softmax(x: np.ndarray, z: np.ndarray, q: Any) -> np.ndarray:
-    """logitloss's softmax loss."""
-    return softmax_cross_entropy_with_logits(labels=z, logits=x)
-
-
 Method = Callable[[np.ndarray, np.ndarray, Any], Any]
 
 
 @dataclass(frozen=True)
 class Case:
-    """One input where a formula fails; ``logits`` and ``labels`` are 1-d (elementwise for the
-    sigmoid losses, one row of classes for softmax)."""
+    """One input where a formula fails; ``loss`` is the registry's name, ``logits`` and
+    ``labels`` are 1-d (elementwise for the losses without a class axis, one row of classes for
+    the others)."""
 
     loss: str
     inputs: str
@@ -315,11 +286,17 @@ class Case:
         return np.array(self.logits, dtype=F32), np.array(self.labels, dtype=F32), q
 
     def methods(self) -> tuple[Method, Method, Method]:
-        """The naive formula, TensorFlow's formula and logitloss for this loss."""
-        if self.loss == "softmax":
-            return naive_softmax, tf_softmax, ours_softmax
-        tf_formula = tf_sigmoid if self.loss == "sigmoid" else tf_weighted
-        return naive_logistic, tf_formula, ours_logistic
+        """The naive formula, TensorFlow's formula (``peers``) and logitloss for this loss, each
+        called with ``(logits, labels, pos_weight)``."""
+        loss = registry.get(self.loss)
+        peer = peers.peers_of(loss)
+        naive, tensorflow = peer.textbook, peer.tensorflow_formula
+        assert naive is not None and tensorflow is not None, self.loss
+        return (
+            lambda x, z, q: naive(z, x, q),
+            lambda x, z, q: tensorflow(z, x, q),
+            lambda x, z, q: loss.value(z, x, q),
+        )
 
     def values(self) -> list[np.float32]:
         """The float32 result of each method, NumPy's warnings (overflow, 0 * inf) silenced."""
@@ -329,10 +306,11 @@ class Case:
 
     def exact(self) -> Any:
         """The exact loss (mpmath) at the float32 inputs."""
+        loss = registry.get(self.loss)
         x, z, q = self.arrays()
-        if self.loss == "softmax":
-            return oracle.softmax([float(v) for v in x], [float(v) for v in z])
-        return oracle.logistic(float(x[0]), float(z[0]), 1.0 if q is None else float(q))
+        if loss.class_axis:
+            return oracle.exact(loss, x, z, q)
+        return oracle.exact(loss, x[0], z[0], q)
 
 
 MAX32 = float(np.finfo(F32).max)
@@ -391,3 +369,13 @@ def run_demo(out: TextIO) -> None:
     _softmax_example(out, with_exact)
     _weighted_example(out, with_exact)
     _failure_table(out, with_exact)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """``logitloss demo`` takes no options."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the demo to standard output; 0."""
+    run_demo(sys.stdout)
+    return 0

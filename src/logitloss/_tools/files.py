@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .sources import DataError, NpyStack, ParquetSource, ZarrSource, _columns
+from .sources import DataError, NpyStack, ParquetSource, ZarrSource, select_columns
 
 # A KEY as typed (``"a,b"``, ``"logit_*"``), or column names already resolved (a list, so that
 # names holding a comma survive), or None for no KEY.
@@ -163,7 +163,7 @@ def _columns_but_labels(
             f"{path}: {both} without :KEY would take every column of the same file {listed}; "
             f"name the columns, e.g. --logits {path}:logit_* --labels {path}:label"
         )
-    labels = _columns(path, labels_key, list(types))
+    labels = select_columns(path, labels_key, list(types))
     rest = [name for name in types if name not in labels]
     if not rest:
         raise DataError(
@@ -267,7 +267,7 @@ def _load_csv(path: Path, key: Key) -> np.ndarray:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{path}: empty file")
-        names = _columns(path, key, header)
+        names = select_columns(path, key, header)
         index = [header.index(name) for name in names]
         rows = []
         for line, row in enumerate(reader, start=2):

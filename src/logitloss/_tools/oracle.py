@@ -3,19 +3,27 @@ the demo.
 
 The losses are evaluated from their definitions (``-z log sigma(x) - (1 - z) log(1 - sigma(x))``
 and ``sum_j z_j (logsumexp(x) - x_j)``) at high precision on the exact binary values of the
-inputs, independently of ``_formulas``. A term whose coefficient is zero is zero (its limit),
-also against an infinite logit. mpmath is imported on first use (``pip install mpmath``).
+inputs, independently of the library's formulas (``_losses``). A term whose coefficient is
+zero is zero (its limit), also against an infinite logit. mpmath is imported on first use
+(``pip install mpmath``).
 
 The gradients likewise (``logistic_grad``, ``softmax_grad``), each the difference of two
 non-negative terms evaluated at the precision that resolves it, with the larger term as the
 scale of ``scale_ulp_error`` (the error no formula avoids near the gradient's zero).
+
+The tools reach these through the registry's losses: :data:`LOSSES` maps each loss name
+(``logitloss._api.registry``) to its :class:`Exact` formulas, and :func:`point` turns one point
+of a loss (a logit or a row, its label, its pos_weight) into their arguments.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from .._api.registry import INDICES, Loss
 
 # Precision (p, counting the implicit bit) and minimum normal exponent of each format.
 FORMATS: dict[str, tuple[int, int]] = {
@@ -359,3 +367,58 @@ def scale_ulp_error(computed: float, exact: Any, scale: Any, fmt: str) -> float:
     with mp.workdps(DIGITS):
         reference = max(abs(mp.mpf(scale)), abs(exact))
         return float(abs(mp.mpf(computed) - exact) / _ulp(reference, fmt))
+
+
+# --- The registry's losses ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exact:
+    """One exact formula: its name (shared by the losses it serves: a cache key), its value, and
+    its derivative with respect to the logits and that derivative's scale, as lists (one entry
+    per class of a row; one for an elementwise point). Elementwise formulas take ``(x, z, q)``,
+    row formulas ``(xs, zs)``."""
+
+    name: str
+    value: Callable[..., Any]
+    grad: Callable[..., list[Any]]
+    grad_scale: Callable[..., list[Any]]
+
+
+LOGISTIC = Exact(
+    "logistic",
+    logistic,
+    lambda x, z, q: [logistic_grad(x, z, q)],
+    lambda x, z, q: [logistic_grad_scale(x, z, q)],
+)
+SOFTMAX = Exact("softmax", softmax, softmax_grad, softmax_grad_scale)
+
+# The exact formula of each loss, by its registry name.
+LOSSES: dict[str, Exact] = {
+    "sigmoid": LOGISTIC,
+    "weighted": LOGISTIC,
+    "softmax": SOFTMAX,
+    "sparse": SOFTMAX,
+}
+
+
+def point(loss: Loss, logits: Any, labels: Any, pos_weight: Any = None) -> tuple[Exact, tuple]:
+    """The exact formula of ``loss`` and its arguments at one point, as floats.
+
+    Elementwise: ``(x, z, q)``, ``q`` 1 for a loss without pos_weight (or none given). With a
+    class axis: ``(xs, zs)`` for the row ``logits``, the class index ``labels`` as one-hot.
+    """
+    formula = LOSSES[loss.name]
+    if not loss.class_axis:
+        q = 1.0 if pos_weight is None or not loss.pos_weight else float(pos_weight)
+        return formula, (float(logits), float(labels), q)
+    xs = tuple(float(v) for v in logits)
+    if loss.labels == INDICES:
+        return formula, (xs, tuple(1.0 if j == labels else 0.0 for j in range(len(xs))))
+    return formula, (xs, tuple(float(v) for v in labels))
+
+
+def exact(loss: Loss, logits: Any, labels: Any, pos_weight: Any = None) -> Any:
+    """The exact loss of ``loss`` at one point (:func:`point`), as an mpmath number."""
+    formula, arguments = point(loss, logits, labels, pos_weight)
+    return formula.value(*arguments)

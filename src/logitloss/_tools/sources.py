@@ -124,7 +124,7 @@ class NpyStack(_Rows):
 GLOB_CHARACTERS = frozenset("*?[")
 
 
-def _columns(path: Path, key: str | list[str] | None, available: list[str]) -> list[str]:
+def select_columns(path: Path, key: str | list[str] | None, available: list[str]) -> list[str]:
     """The column names of ``KEY`` (all columns without one).
 
     ``KEY`` is a comma-separated list of names or fnmatch patterns (``logit_*``); a pattern
@@ -170,8 +170,8 @@ class ParquetSource(_Rows):
             except Exception as error:  # pyarrow raises its own error types for corrupt files
                 raise DataError(f"{file}: cannot read it ({error})") from None
             available = meta.schema.to_arrow_schema().names
-            names = _columns(file, key, available) if names is None else names
-            _columns(file, names, available)  # every file of a dataset has the columns
+            names = select_columns(file, key, available) if names is None else names
+            select_columns(file, names, available)  # every file of a dataset has the columns
             for group in range(meta.num_row_groups):
                 self.groups.append((str(file), group))
                 sizes.append(meta.row_group(group).num_rows)

@@ -1,7 +1,7 @@
 """``logitloss stability``: the error of three formulas against the exact loss, over a sweep.
 
-For each loss, at every logit of a sweep (-100..100 and ±inf) and several labels, in one dtype
-(float32 by default):
+For each loss of the registry (``logitloss._api.registry``), at every logit of a sweep
+(-100..100 and ±inf) and several labels, in one dtype (float32 by default):
 
 - **naive**: the definition written plainly, ``-z log σ(x) - (1 - z) log(1 - σ(x))`` and
   ``-Σ z_j log softmax(x)_j``;
@@ -10,9 +10,10 @@ For each loss, at every logit of a sweep (-100..100 and ±inf) and several label
   ``l = 1 + (q - 1) z``, and ``logsumexp(x) - x_j`` with ``logsumexp = m + log Σ exp(x - m)``;
 - **logitloss**: the public functions;
 
-each computed in the dtype and measured in ULPs against mpmath (``_exact``). Softmax rows are
-``[x, 0]`` (two classes), so the sweep of ``x`` is a sweep of the margin. matplotlib is imported
-only to draw the plot.
+each computed in the dtype and measured in ULPs against mpmath (``oracle``). The first two are
+``peers``'s; a loss without them shows ``n/a``. Losses with a class axis get rows ``[x, 0]``
+(two classes), so the sweep of ``x`` is a sweep of the margin. matplotlib is imported only to
+draw the plot.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from .._api import tf_nn
-from . import oracle
+from .._api import registry
+from .._api.registry import INDICES, Loss
+from . import oracle, peers
 
 EXAMPLE = "logitloss stability --plot docs/stability.png"
-LOSSES = ("sigmoid", "weighted", "softmax", "sparse")
 METHODS = ("naive", "TensorFlow", "logitloss")
 POS_WEIGHT = 4.0
 DTYPES = ("float16", "float32", "float64")
@@ -50,76 +51,34 @@ def label_sweep(dtype: np.dtype) -> np.ndarray:
     return np.array([0.0, eps, 0.3, 1.0 - eps / 2, 1.0], dtype=dtype)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    one = np.ones_like(x)
-    return one / (one + np.exp(-x))
+def inputs(loss: Loss, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The logits and dense labels of ``loss`` at logits ``x`` and labels ``z``: ``x`` and ``z``
+    themselves for an elementwise loss; with a class axis, rows ``[x, 0]`` with labels
+    ``[z, 1 - z]``."""
+    if not loss.class_axis:
+        return x, z
+    return np.stack([x, np.zeros_like(x)], axis=1), np.stack([z, 1 - z], axis=1)
 
 
-def naive(kind: str, x: np.ndarray, z: np.ndarray, q: float) -> np.ndarray:
-    """The definition, written plainly in the inputs' dtype."""
-    with np.errstate(all="ignore"):
-        if kind in ("sigmoid", "weighted"):
-            p = _sigmoid(x)
-            w = x.dtype.type(q if kind == "weighted" else 1.0)
-            return -w * z * np.log(p) - (1 - z) * np.log(1 - p)
-        rows, labels = _softmax_rows(kind, x, z)
-        e = np.exp(rows)
-        softmax = e / e.sum(axis=1, keepdims=True)
-        return -(labels * np.log(softmax)).sum(axis=1)
+def own_labels(loss: Loss, dense: np.ndarray) -> np.ndarray:
+    """Dense labels as ``loss`` takes them: class indices (``argmax``: class 0 for
+    ``[1, 0]``) where it takes those."""
+    return np.argmax(dense, axis=-1) if loss.labels == INDICES else dense
 
 
-def tensorflow(kind: str, x: np.ndarray, z: np.ndarray, q: float) -> np.ndarray:
-    """TensorFlow's formulas (sigmoid, weighted: ``nn_impl.py``; softmax: logsumexp), in the
-    inputs' dtype."""
-    with np.errstate(all="ignore"):
-        if kind == "sigmoid":
-            return np.maximum(x, 0) - x * z + np.log1p(np.exp(-np.abs(x)))
-        if kind == "weighted":
-            log_weight = 1 + (x.dtype.type(q) - 1) * z
-            tail = np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)
-            return (1 - z) * x + log_weight * tail
-        rows, labels = _softmax_rows(kind, x, z)
-        m = rows.max(axis=1, keepdims=True)
-        lse = m + np.log(np.exp(rows - m).sum(axis=1, keepdims=True))
-        return (labels * (lse - rows)).sum(axis=1)
+Formula = Callable[[np.ndarray, np.ndarray, Any], Any]
 
 
-def ours(kind: str, x: np.ndarray, z: np.ndarray, q: float) -> np.ndarray:
-    """logitloss's public functions."""
-    if kind == "sigmoid":
-        return tf_nn.sigmoid_cross_entropy_with_logits(z, x)
-    if kind == "weighted":
-        return tf_nn.weighted_cross_entropy_with_logits(z, x, x.dtype.type(q))
-    rows, labels = _softmax_rows(kind, x, z)
-    if kind == "softmax":
-        return tf_nn.softmax_cross_entropy_with_logits(labels, rows)
-    return tf_nn.sparse_softmax_cross_entropy_with_logits(np.zeros(len(x), np.int64), rows)
+def formulas(loss: Loss) -> dict[str, Formula]:
+    """The formulas compared for ``loss``, by method (``METHODS`` order), each called with
+    ``(dense labels, logits, pos_weight)``; a method without a formula for it is left out."""
+    peer = peers.peers_of(loss)
 
+    def ours(dense: np.ndarray, x: np.ndarray, q: Any) -> Any:
+        return loss.value(own_labels(loss, dense), x, q)
 
-def _softmax_rows(kind: str, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``[x, 0]`` with labels ``[z, 1 - z]`` (sparse: class 0, i.e. ``[1, 0]``)."""
-    rows = np.stack([x, np.zeros_like(x)], axis=1)
-    first = np.ones_like(z) if kind == "sparse" else z
-    return rows, np.stack([first, 1 - first], axis=1)
-
-
-def exact(kind: str, x: float, z: float, q: float, other: float) -> Any:
-    """The exact loss (mpmath) of the inputs' exact binary values; ``other`` is the softmax
-    label of class 1 (``1 - z`` as rounded in the dtype, as the formulas receive it)."""
-    if kind == "sigmoid":
-        return oracle.logistic(x, z)
-    if kind == "weighted":
-        return oracle.logistic(x, z, q)
-    if kind == "sparse":
-        return oracle.sparse_softmax([x, 0.0], 0)
-    return oracle.softmax([x, 0.0], [z, other])
-
-
-FORMULAS: dict[str, Callable[[str, np.ndarray, np.ndarray, float], np.ndarray]] = {
-    "naive": naive,
-    "TensorFlow": tensorflow,
-    "logitloss": ours,
-}
+    found = {"naive": peer.textbook, "TensorFlow": peer.tensorflow_formula, "logitloss": ours}
+    return {method: f for method, f in found.items() if f is not None}
 
 
 def sweep(dtype_name: str = "float32") -> dict[str, Any]:
@@ -129,32 +88,37 @@ def sweep(dtype_name: str = "float32") -> dict[str, Any]:
     xs = logit_sweep(dtype)
     zs = label_sweep(dtype)
     out: dict[str, Any] = {"dtype": dtype_name, "pos_weight": POS_WEIGHT, "losses": {}}
-    for kind in LOSSES:
-        labels = zs[-1:] if kind == "sparse" else zs  # sparse: one label (class 0)
-        worst = {m: np.zeros(len(xs)) for m in METHODS}
+    for loss in registry.LOSSES:
+        labels = zs[-1:] if loss.labels == INDICES else zs  # class indices: one label (class 0)
+        methods = formulas(loss)
+        q = dtype.type(POS_WEIGHT) if loss.pos_weight else None
+        worst = {m: np.zeros(len(xs)) for m in methods}
         for z in labels:
-            zcol = np.full_like(xs, z)
-            other = float(1 - z)  # class 1's softmax label, rounded in the dtype
-            exact_values = [exact(kind, float(x), float(z), POS_WEIGHT, other) for x in xs]
-            for method, formula in FORMULAS.items():
-                computed = np.asarray(formula(kind, xs, zcol, POS_WEIGHT))
+            x, dense = inputs(loss, xs, np.full_like(xs, z))
+            # The exact loss of the inputs' exact binary values (labels as rounded in the dtype).
+            exact_values = [
+                oracle.exact(loss, xi, zi, POS_WEIGHT)
+                for xi, zi in zip(x, own_labels(loss, dense), strict=True)
+            ]
+            for method, formula in methods.items():
+                with np.errstate(all="ignore"):
+                    computed = np.asarray(formula(dense, x, q))
                 errors = [
                     oracle.ulp_error(float(c), e, dtype_name)
                     for c, e in zip(computed, exact_values, strict=True)
                 ]
                 worst[method] = np.maximum(worst[method], errors)
         summary = {}
-        for method in METHODS:
-            errors = worst[method]
+        for method, errors in worst.items():
             finite = errors[np.isfinite(errors)]
             summary[method] = {
                 "max_ulp": float(finite.max()) if finite.size else math.nan,
                 "wrong_nan_inf": int((~np.isfinite(errors)).sum()),
             }
-        out["losses"][kind] = {
+        out["losses"][loss.name] = {
             "logits": xs.astype(np.float64).tolist(),
             "labels": labels.astype(np.float64).tolist(),
-            "errors": {m: worst[m].tolist() for m in METHODS},
+            "errors": {m: errors.tolist() for m, errors in worst.items()},
             "summary": summary,
         }
     return out
@@ -167,19 +131,22 @@ def table(result: dict[str, Any]) -> str:
         f"weighted pos_weight {result['pos_weight']:g}; softmax rows [x, 0]",
         f"{'loss':<10}" + "".join(f"{m:>24}" for m in METHODS),
     ]
-    for kind, data in result["losses"].items():
+    for name, data in result["losses"].items():
         cells = []
         for method in METHODS:
-            s = data["summary"][method]
+            s = data["summary"].get(method)
+            if s is None:
+                cells.append("n/a")
+                continue
             wrong = f" +{s['wrong_nan_inf']} NaN/inf" if s["wrong_nan_inf"] else ""
             cells.append(f"{s['max_ulp']:.3g}{wrong}")
-        lines.append(f"{kind:<10}" + "".join(f"{c:>24}" for c in cells))
+        lines.append(f"{name:<10}" + "".join(f"{c:>24}" for c in cells))
     return "\n".join(lines)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Four panels (one per loss): worst error over the labels vs logit, log scale, to ``path``
-    (written atomically: a temporary file, then a rename)."""
+    """One panel per loss, two a row: worst error over the labels vs logit, log scale, to
+    ``path`` (written atomically: a temporary file, then a rename)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,12 +160,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
         "TensorFlow": dict(color="tab:orange", lw=1.6, ls="--"),
         "logitloss": dict(color="tab:blue", lw=2.2),
     }
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True, sharey=True)
-    for ax, (kind, data) in zip(axes.ravel(), result["losses"].items(), strict=True):
+    panels = len(result["losses"])
+    rows = (panels + 1) // 2
+    fig, axes = plt.subplots(
+        rows, 2, figsize=(11, 3.75 * rows), sharex=True, sharey=True, squeeze=False
+    )
+    for ax in axes.ravel()[panels:]:
+        ax.set_visible(False)
+    labels_shown = False
+    for ax, (name, data) in zip(axes.ravel()[:panels], result["losses"].items(), strict=True):
+        loss = registry.get(name)
+        ax.set_title(_title(loss, labels_shown), fontsize=10)
+        labels_shown |= not loss.class_axis
         xs = np.asarray(data["logits"])
         shown = np.clip(xs, -110, 110)  # ±inf drawn at ±110
         infinite = np.isinf(xs)
         for method in METHODS:
+            if method not in data["errors"]:
+                continue
             errors = np.asarray(data["errors"][method])
             y = np.where(np.isfinite(errors), np.maximum(errors, floor), ceiling)
             # Finite logits as a line; x = ±inf as separate markers, not joined to x = ±100.
@@ -209,12 +188,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
         ax.set_yscale("log")
         ax.set_ylim(floor / 2, ceiling * 5)
-        ax.set_title(_TITLES[kind], fontsize=10)
         ax.set_xticks([-110, -50, 0, 50, 110], ["-inf", "-50", "0", "50", "+inf"])
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"error, ULPs of {result['dtype']}")
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("logit x (softmax: margin of [x, 0])")
     axes[0, 0].legend(loc="center left", fontsize=9)
     fig.suptitle(
@@ -229,12 +207,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-_TITLES = {
-    "sigmoid": "sigmoid: labels 0, eps, 0.3, 1-eps/2, 1",
-    "weighted": f"weighted (pos_weight {POS_WEIGHT:g}): same labels",
-    "softmax": "softmax, rows [x, 0], labels [z, 1-z]",
-    "sparse": "sparse softmax, rows [x, 0], class 0",
-}
+def _title(loss: Loss, labels_shown: bool) -> str:
+    """A panel's title: the loss and its inputs (the labels of the elementwise losses named in
+    the first of their panels only)."""
+    if loss.class_axis:
+        labels = "class 0" if loss.labels == INDICES else "labels [z, 1-z]"
+        return f"{loss.title}, rows [x, 0], {labels}"
+    weight = f" (pos_weight {POS_WEIGHT:g})" if loss.pos_weight else ""
+    labels = "same labels" if labels_shown else "labels 0, eps, 0.3, 1-eps/2, 1"
+    return f"{loss.title}{weight}: {labels}"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,9 +1,9 @@
 """``logitloss bench``: logitloss against the memory limit and against PyTorch, JAX and
 TensorFlow on the same arrays, in one process (``make bench`` writes the committed results).
 
-- ``_workloads``: the issue's workloads and each implementation of them;
-- ``_timing``: interleaved medians, rounds disturbed by other processes measured again;
-- ``_report``: CSV, markdown ratio table, PNG chart.
+- ``workloads``: the issue's workloads and each implementation of them;
+- ``timing``: interleaved medians, rounds disturbed by other processes measured again;
+- ``report``: CSV, markdown ratio table, PNG chart.
 
 Besides the workloads it measures ``import logitloss`` and the first call in a new process (the
 kernels' compile cache warm), and a 0.1 ms kernel call alone and right after a PyTorch call (the
@@ -40,8 +40,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..files import check_output
+    from ..files import check_output, require
 
+    if args.plot is not None:  # before minutes of timing, not after
+        require("matplotlib", "--plot")
     for path, suffix in ((args.csv, ".csv"), (args.markdown, ".md"), (args.plot, ".png")):
         if path is not None:  # before minutes of timing, not after
             check_output(path, (suffix,))

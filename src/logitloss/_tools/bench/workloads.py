@@ -24,15 +24,25 @@ from typing import Any
 
 import numpy as np
 
-import logitloss
+from ..._api import registry
+from ..._api.registry import INDICES, Loss
+from .. import peers
 
 Impl = Callable[[], object]
-LOSSES = ("sigmoid", "weighted", "weighted-per-class", "softmax", "sparse")
+PER_CLASS = "-per-class"  # the workload of a loss with pos_weight given one per class
+
+
+def variants(loss: Loss) -> tuple[str, ...]:
+    """The workloads' names for ``loss``: its name, and ``<name>-per-class`` for pos_weight."""
+    return (loss.name, loss.name + PER_CLASS) if loss.pos_weight else (loss.name,)
+
+
+LOSSES = tuple(name for loss in registry.LOSSES for name in variants(loss))
 
 
 @dataclass(frozen=True)
 class Workload:
-    loss: str
+    loss: str  # a name of LOSSES
     shape: tuple[int, int]
     dtype: str
     direction: str  # "loss" or "loss+grad"
@@ -47,21 +57,37 @@ class Workload:
         """The issue's goal for logitloss, as a multiple of the memory limit."""
         return 1.5 if self.direction == "loss" else 2.0
 
+    @property
+    def spec(self) -> Loss:
+        """The registry's loss."""
+        return registry.get(self.loss.removesuffix(PER_CLASS))
+
+    @property
+    def per_class(self) -> bool:
+        """Whether pos_weight is one per class (else one scalar)."""
+        return self.loss.endswith(PER_CLASS)
+
+
+def shapes(loss: Loss) -> tuple[tuple[int, int], ...]:
+    """The issue's shapes: 4096 x 4096 logits for an elementwise loss; rows of 1024 and of
+    32768 classes for a loss with a class axis, the wide rows only for class indices."""
+    if not loss.class_axis:
+        return ((4096, 4096),)
+    if loss.labels == INDICES:
+        return ((2048, 32768),)
+    return ((8192, 1024), (2048, 32768))
+
 
 def workloads(scale: float = 1.0) -> list[Workload]:
     """The issue's workloads; ``scale`` < 1 shrinks the rows (for a quick run)."""
-
-    def rows(n: int) -> int:
-        return max(64, int(n * scale))
-
     found = []
     for dtype in ("float32", "float64"):
         for direction in ("loss", "loss+grad"):
-            for loss in ("sigmoid", "weighted", "weighted-per-class"):
-                found.append(Workload(loss, (rows(4096), 4096), dtype, direction))
-            found.append(Workload("softmax", (rows(8192), 1024), dtype, direction))
-            found.append(Workload("softmax", (rows(2048), 32768), dtype, direction))
-            found.append(Workload("sparse", (rows(2048), 32768), dtype, direction))
+            for loss in registry.LOSSES:
+                for name in variants(loss):
+                    for rows, cols in shapes(loss):
+                        shape = (max(64, int(rows * scale)), cols)
+                        found.append(Workload(name, shape, dtype, direction))
     return found
 
 
@@ -75,114 +101,67 @@ def _optional(name: str) -> Any:
 @dataclass
 class Data:
     x: np.ndarray
-    z: np.ndarray  # labels: probabilities, or integer classes for "sparse"
+    z: np.ndarray  # labels: probabilities, or integer classes
     q: Any  # pos_weight: None, a float, or a per-class array
 
 
 def make_data(w: Workload, seed: int = 0) -> Data:
     rng = np.random.default_rng(seed)
     rows, cols = w.shape
+    loss = w.spec
     x = (rng.standard_normal(w.shape) * 4).astype(w.dtype)
-    if w.loss == "sparse":
+    if loss.labels == INDICES:
         z = rng.integers(0, cols, rows)
-    elif w.loss == "softmax":
-        z = rng.random(w.shape).astype(w.dtype)
-        z /= z.sum(axis=1, keepdims=True)
     else:
         z = rng.random(w.shape).astype(w.dtype)
-    q = {"weighted": 3.0, "weighted-per-class": np.linspace(0.5, 4, cols).astype(w.dtype)}
-    return Data(x, z, q.get(w.loss))
+        if loss.class_axis:
+            z /= z.sum(axis=1, keepdims=True)
+    q = None
+    if loss.pos_weight:
+        q = np.linspace(0.5, 4, cols).astype(w.dtype) if w.per_class else 3.0
+    return Data(x, z, q)
 
 
 # --- logitloss and the baselines ---------------------------------------------------------------
 
 
-def _loss_fn(loss: str) -> Callable[..., Any]:
-    if loss == "sigmoid":
-        return logitloss.sigmoid_cross_entropy_with_logits
-    if loss.startswith("weighted"):
-        return logitloss.weighted_cross_entropy_with_logits
-    if loss == "softmax":
-        return logitloss.softmax_cross_entropy_with_logits
-    return logitloss.sparse_softmax_cross_entropy_with_logits
-
-
-def _grad_fn(loss: str) -> Callable[..., Any]:
-    return {
-        "sigmoid": logitloss.sigmoid_cross_entropy_with_logits_grad,
-        "weighted": logitloss.weighted_cross_entropy_with_logits_grad,
-        "weighted-per-class": logitloss.weighted_cross_entropy_with_logits_grad,
-        "softmax": logitloss.softmax_cross_entropy_with_logits_grad,
-        "sparse": logitloss.sparse_softmax_cross_entropy_with_logits_grad,
-    }[loss]
-
-
-def _args(w: Workload, x: Any, z: Any, q: Any) -> tuple:
-    return (z, x) if q is None else (z, x, q)
-
-
-def _limit(w: Workload, d: Data) -> Impl:
+def limit(w: Workload, d: Data) -> Impl:
+    """The memory limit: the same bytes read and written by the cheapest NumPy operation."""
     x, z = d.x, d.z
-    if w.loss == "sparse":
+    if w.spec.labels == INDICES:
         return lambda: x.sum(axis=-1)
-    if w.loss == "softmax":
+    if w.spec.class_axis:
         return lambda: (x.sum(axis=-1), z.sum(axis=-1))
     return lambda: np.add(x, z)
 
 
-def _logitloss_numpy(w: Workload, d: Data) -> Impl:
-    loss, grad = _loss_fn(w.loss), _grad_fn(w.loss)
-    args = _args(w, d.x, d.z, d.q)
+def logitloss_numpy(w: Workload, d: Data) -> Impl:
+    loss, x, z, q = w.spec, d.x, d.z, d.q
     if w.direction == "loss":
-        return lambda: loss(*args)
-    return lambda: (loss(*args), grad(*args))
+        return lambda: loss.value(z, x, q)
+    return lambda: (loss.value(z, x, q), loss.grad(z, x, q))
 
 
-def _numpy_stable(w: Workload, d: Data) -> Impl:
-    x, z, q = d.x, d.z, d.q
-
-    def logistic() -> Any:
-        e = np.exp(-np.abs(x))
-        if q is None:
-            value = np.maximum(x, 0) - x * z + np.log1p(e)
-        else:
-            value = (1 - z) * x + (1 + (q - 1) * z) * (np.log1p(e) + np.maximum(-x, 0))
-        if w.direction == "loss":
-            return value
-        s = np.where(x >= 0, 1, e) / (1 + e)
-        return value, (s - z if q is None else (1 - z) * s - q * z * (1 - s))
-
-    def softmax() -> Any:
-        shifted = x - x.max(axis=-1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-        if w.loss == "sparse":
-            rows = np.arange(x.shape[0])
-            value = -log_p[rows, z]
-        else:
-            value = -(z * log_p).sum(axis=-1)
-        if w.direction == "loss":
-            return value
-        p = np.exp(log_p)
-        if w.loss == "sparse":
-            p[rows, z] -= 1
-            return value, p
-        return value, p * z.sum(axis=-1, keepdims=True) - z
-
-    return softmax if w.loss in ("softmax", "sparse") else logistic
+def numpy_stable(w: Workload, d: Data) -> Impl | None:
+    stable = peers.peers_of(w.spec).numpy_stable
+    if stable is None:
+        return None
+    x, z, q, grad = d.x, d.z, d.q, w.direction != "loss"
+    return lambda: stable(z, x, q, grad=grad)
 
 
-def _logitloss_torch(w: Workload, d: Data) -> Impl | None:
+def logitloss_torch(w: Workload, d: Data) -> Impl | None:
     torch = _optional("torch")
     if torch is None:
         return None
     tx = torch.from_numpy(d.x).requires_grad_(True)
     tz = torch.from_numpy(d.z)
     tq = None if d.q is None else torch.as_tensor(d.q, dtype=tx.dtype)
-    loss = _loss_fn(w.loss)
+    loss = w.spec
 
     def run() -> None:
         tx.grad = None
-        loss(*_args(w, tx, tz, tq)).sum().backward()
+        loss.value(tz, tx, tq).sum().backward()
 
     return run
 
@@ -190,20 +169,16 @@ def _logitloss_torch(w: Workload, d: Data) -> Impl | None:
 # --- peers -------------------------------------------------------------------------------------
 
 
-def _torch(w: Workload, d: Data) -> Impl | None:
+def peer_torch(w: Workload, d: Data) -> Impl | None:
     torch = _optional("torch")
-    if torch is None:
+    if torch is None or not peers.has(w.spec, "torch"):
         return None
-    import torch.nn.functional as F
-
     tx = torch.from_numpy(d.x).requires_grad_(w.direction != "loss")
     tz = torch.from_numpy(d.z)
     pos_weight = None if d.q is None else torch.as_tensor(d.q, dtype=tx.dtype)
 
     def value() -> Any:
-        if w.loss in ("softmax", "sparse"):
-            return F.cross_entropy(tx, tz, reduction="none")
-        return F.binary_cross_entropy_with_logits(tx, tz, pos_weight=pos_weight, reduction="none")
+        return peers.torch(w.spec, tz, tx, pos_weight)
 
     if w.direction == "loss":
         return value
@@ -215,10 +190,14 @@ def _torch(w: Workload, d: Data) -> Impl | None:
     return run
 
 
-def _jax(w: Workload, d: Data) -> Impl | None:
+def peer_jax(w: Workload, d: Data) -> Impl | None:
+    """optax's loss under ``jax.jit``; for a loss optax lacks (pos_weight), TensorFlow's
+    formula in ``jax.numpy``."""
     jax = _optional("jax")
     optax = _optional("optax")
-    if jax is None or optax is None:
+    loss = w.spec
+    formula = peers.peers_of(loss).tensorflow_formula
+    if jax is None or optax is None or not (peers.has(loss, "optax") or formula):
         return None
     jax.config.update("jax_enable_x64", True)  # float64 workloads; this process only
     import jax.numpy as jnp
@@ -227,15 +206,9 @@ def _jax(w: Workload, d: Data) -> Impl | None:
     q = None if d.q is None else jnp.asarray(d.q, dtype=x.dtype)
 
     def value(x: Any) -> Any:
-        if w.loss == "softmax":
-            return optax.softmax_cross_entropy(x, z)
-        if w.loss == "sparse":
-            return optax.softmax_cross_entropy_with_integer_labels(x, z)
-        if q is None:
-            return optax.sigmoid_binary_cross_entropy(x, z)
-        # optax has no pos_weight: TensorFlow's formula
-        log_weight = 1 + (q - 1) * z
-        return (1 - z) * x + log_weight * (jnp.log1p(jnp.exp(-jnp.abs(x))) + jnp.maximum(-x, 0))
+        if peers.has(loss, "optax"):
+            return peers.optax(loss, z, x)
+        return formula(z, x, q, xp=jnp)
 
     if w.direction == "loss":
         f = jax.jit(value)
@@ -244,22 +217,16 @@ def _jax(w: Workload, d: Data) -> Impl | None:
     return lambda: jax.block_until_ready(f(x))
 
 
-def _tensorflow(w: Workload, d: Data) -> Impl | None:
+def peer_tensorflow(w: Workload, d: Data) -> Impl | None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tf = _optional("tensorflow")
-    if tf is None:
+    if tf is None or not peers.has(w.spec, "tensorflow"):
         return None
     x, z = tf.constant(d.x), tf.constant(d.z)
     q = None if d.q is None else tf.constant(d.q, dtype=x.dtype)
 
     def value(x: Any) -> Any:
-        if w.loss == "softmax":
-            return tf.nn.softmax_cross_entropy_with_logits(labels=z, logits=x)
-        if w.loss == "sparse":
-            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=z, logits=x)
-        if q is None:
-            return tf.nn.sigmoid_cross_entropy_with_logits(labels=z, logits=x)
-        return tf.nn.weighted_cross_entropy_with_logits(labels=z, logits=x, pos_weight=q)
+        return peers.tensorflow(w.spec, z, x, q)
 
     @tf.function(jit_compile=True)
     def loss_only(x: Any) -> Any:
@@ -279,11 +246,11 @@ def _tensorflow(w: Workload, d: Data) -> Impl | None:
 def implementations(w: Workload, d: Data, peers: bool = True) -> dict[str, Impl]:
     """Every implementation of ``w`` that is installed, the limit first."""
     impls: dict[str, Impl | None] = {
-        "limit": _limit(w, d),
-        "logitloss": _logitloss_numpy(w, d),
-        "logitloss-torch": _logitloss_torch(w, d) if w.direction == "loss+grad" else None,
-        "numpy-stable": _numpy_stable(w, d),
+        "limit": limit(w, d),
+        "logitloss": logitloss_numpy(w, d),
+        "logitloss-torch": logitloss_torch(w, d) if w.direction == "loss+grad" else None,
+        "numpy-stable": numpy_stable(w, d),
     }
     if peers:
-        impls.update(torch=_torch(w, d), jax=_jax(w, d), tensorflow=_tensorflow(w, d))
+        impls.update(torch=peer_torch(w, d), jax=peer_jax(w, d), tensorflow=peer_tensorflow(w, d))
     return {name: f for name, f in impls.items() if f is not None}

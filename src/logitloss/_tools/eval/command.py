@@ -1,7 +1,7 @@
 """The ``eval`` command: options, and the run that ties files, an engine and the output together.
 
-``--engine local`` (the default) loops over chunks in this process (``_evaluate``);
-``--engine dask`` maps the same per-chunk function over a Dask cluster (``_dask_engine``):
+``--engine local`` (the default) loops over chunks in this process (``evaluate``);
+``--engine dask`` maps the same per-chunk function over a Dask cluster (``dask_engine``):
 a ``LocalCluster`` it starts, or ``--scheduler ADDRESS``.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import sys
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..._api import registry
+from ..._api.registry import PROBABILITIES
 
 EXAMPLE = (
     "logitloss eval sparse --logits preds.npz:logits --labels preds.npz:labels --json\n"
@@ -60,10 +64,18 @@ def _bytes(text: str) -> int:
     return int(value)
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    from .evaluate import KINDS
+def _names(losses: list[registry.Loss]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
+    names = [loss.name for loss in losses]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
-    parser.add_argument("loss", choices=KINDS, help="which tf.nn loss")
+
+WEIGHTED = [loss for loss in registry.LOSSES if loss.pos_weight]
+WITH_CLASS_AXIS = [loss for loss in registry.LOSSES if loss.class_axis]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("loss", choices=registry.NAMES, help="which tf.nn loss")
     parser.add_argument(
         "--logits",
         required=True,
@@ -78,11 +90,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--pos-weight",
         type=_floats,
         metavar="Q[,Q2,...]",
-        help="weighted: one pos_weight, or one per class",
+        help=f"{', '.join(loss.name for loss in WEIGHTED)}: one pos_weight, or one per class",
     )
     parser.add_argument("--axis", type=int, default=None,
-                        help="softmax, sparse: the logits' class axis (default: the last; not 0, "
-                             "the rows)")  # fmt: skip
+                        help=f"{', '.join(loss.name for loss in WITH_CLASS_AXIS)}: the logits' "
+                             "class axis (default: the last; not 0, the rows)")  # fmt: skip
     parser.add_argument(
         "--out",
         type=Path,
@@ -230,19 +242,20 @@ def _check_before_work(args: argparse.Namespace, engine: str) -> None:
 
 
 def _classes_last(args: argparse.Namespace, logits: Any, labels: Any) -> tuple[Any, Any]:
-    """The inputs with ``--axis`` of the logits moved last (softmax: of the labels too).
+    """The inputs with ``--axis`` of the logits moved last (probability labels: theirs too).
 
-    The sparse loss takes its classes on the last axis only, so both losses are computed there;
-    ``np.moveaxis`` keeps the other axes in order, so the losses have the shape the library's
-    ``axis=`` gives. Lazy sources move the axis of each slice of rows as it is read.
+    The losses with class indices take their classes on the last axis only, so every loss is
+    computed there; ``np.moveaxis`` keeps the other axes in order, so the losses have the shape
+    the library's ``axis=`` gives. Lazy sources move the axis of each slice of rows as it is read.
     """
     from ..files import DataError
 
     if args.axis is None:
         return logits, labels
-    if args.loss not in ("softmax", "sparse"):
+    loss = registry.get(args.loss)
+    if not loss.class_axis:
         raise DataError(
-            f"--axis {args.axis}: only softmax and sparse have a class axis, not "
+            f"--axis {args.axis}: only {_names(WITH_CLASS_AXIS)} have a class axis, not "
             f"{args.loss} (drop --axis)"
         )
     ndim = logits.ndim
@@ -258,7 +271,7 @@ def _classes_last(args: argparse.Namespace, logits: Any, labels: Any) -> tuple[A
         )
     if axis == ndim - 1:
         return logits, labels
-    if args.loss == "softmax":
+    if loss.labels == PROBABILITIES:  # labels shaped like the logits
         if tuple(labels.shape) != tuple(logits.shape):  # said before moving, in the files' shapes
             raise DataError(
                 f"{args.labels}: shape {tuple(labels.shape)} differs from logits "
@@ -292,10 +305,7 @@ def _dask_evaluator(args: argparse.Namespace, stack: contextlib.ExitStack) -> An
         stack.callback(lambda: _report_memory(holder.get("memory", {})))
         holder["memory"] = stack.enter_context(dask_engine.watch_memory(client))
 
-    def evaluate(*positional: Any, **options: Any) -> Any:
-        return dask_engine.evaluate_dask(client, *positional, **options)
-
-    return evaluate
+    return functools.partial(dask_engine.evaluate_dask, client)
 
 
 def _report_memory(memory: dict[str, dict[str, Any]]) -> None:

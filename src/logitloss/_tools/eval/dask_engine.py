@@ -1,9 +1,9 @@
 """``logitloss eval --engine dask``: the same evaluation, block by block on a Dask cluster.
 
-The client plans the run (:func:`~.evaluate.plan`: the same whole-input checks as the
-local engine), cuts the rows into blocks and maps :func:`~.evaluate.evaluate_block`
-(the local engine's per-chunk function) over them; each task reads its own rows from disk (the
-inputs are lazy sources: paths and offsets, see ``_sources``), so no worker ever holds more than
+:func:`~.evaluate.evaluate` plans the run (the same whole-input checks as the local engine)
+and cuts the rows into blocks; :class:`Dask` maps :func:`~.evaluate.evaluate_block` (the local
+engine's per-chunk function) over them; each task reads its own rows from disk (the
+inputs are lazy sources: paths and offsets, see ``sources``), so no worker ever holds more than
 a block. Tasks return exact partial summaries, merged on the client in any order to the same
 numbers as the local engine, and their losses only when ``--out`` asks for them.
 
@@ -34,13 +34,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..files import DataError
-from .evaluate import CHUNK_BYTES, Result, chunks, default_chunk_rows, evaluate_block, plan
+from .evaluate import (
+    CHUNK_BYTES,
+    Block,
+    Plan,
+    Result,
+    default_chunk_rows,
+    evaluate,
+    evaluate_block,
+)
 
 # A block's logits take at most this fraction of a worker's memory limit.
 BLOCK_FRACTION = 64
@@ -90,73 +99,66 @@ def block_rows(client: Any, logits: Any) -> int:
     return default_chunk_rows(logits, min(CHUNK_BYTES, max(budget, 2**16)))
 
 
-def _block(
-    start: int, stop: int, *, job: Any, logits: Any, labels: Any, keep: bool
-) -> tuple[int, int, np.ndarray | None, Result]:
+def _block(start: int, stop: int, *, job: Plan, logits: Any, labels: Any, keep: bool) -> Block:
     """One task: read rows ``start:stop`` of both inputs, evaluate them, keep losses if asked."""
     loss, result = evaluate_block(job, logits[start:stop], labels[start:stop], start)
     return start, stop, (loss if keep else None), result
 
 
-def evaluate_dask(
-    client: Any,
-    kind: str,
-    logits: Any,
-    labels: Any,
-    *,
-    pos_weight: list[float] | None = None,
-    axis: int = -1,
-    chunk_rows: int | None = None,
-    sink: Callable[[int, np.ndarray], None] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    names: tuple[str, str] = ("logits", "labels"),
-) -> Result:
+@dataclass(frozen=True)
+class Dask:
+    """The engine of ``--engine dask`` (:class:`~.evaluate.Engine`): the blocks mapped over
+    ``client``'s cluster, their results in completion order."""
+
+    client: Any
+
+    def chunk_rows(self, logits: Any) -> int:
+        return block_rows(self.client, logits)
+
+    def run(
+        self, job: Plan, logits: Any, labels: Any, bounds: list[tuple[int, int]], keep: bool
+    ) -> Generator[Block, None, None]:
+        from distributed import as_completed
+
+        client = self.client
+        # Compiles the kernels here (or loads them from numba's cache) before any worker needs
+        # them: the workers on this machine then load them from the cache, which takes less
+        # memory.
+        evaluate_block(job, logits[:WARM_UP_ROWS], labels[:WARM_UP_ROWS], 0)
+        # In-memory arrays (.npz, CSV) go to the cluster once; lazy sources travel as paths.
+        inputs = [client.scatter(a) if isinstance(a, np.ndarray) else a for a in (logits, labels)]
+        futures = client.map(
+            _block,
+            [start for start, _ in bounds],
+            [stop for _, stop in bounds],
+            job=job,
+            logits=inputs[0],
+            labels=inputs[1],
+            keep=keep,
+            pure=False,
+        )
+        # Only the futures still running are held here (and cancelled on an error or an early
+        # close): a finished block's future is released at once, so its result (with --out,
+        # its losses) leaves the worker's memory instead of staying there until the end.
+        running = {future.key: future for future in futures}
+        completed = as_completed(futures, with_results=True)
+        del futures
+        try:
+            for future, block in completed:
+                del running[future.key]
+                future.release()
+                yield block
+        finally:
+            client.cancel(list(running.values()))
+
+
+def evaluate_dask(client: Any, kind: str, logits: Any, labels: Any, **options: Any) -> Result:
     """The loss ``kind`` of ``logits`` against ``labels`` on ``client``'s cluster, summarised.
 
     Same arguments and result as :func:`~.evaluate.evaluate`; ``sink`` gets blocks in
     completion order, each with its first row.
     """
-    from distributed import as_completed
-
-    job = plan(kind, logits, labels, pos_weight=pos_weight, axis=axis, names=names)
-    result = job.empty(logits.shape[1] if job.multi_label else 0)
-    rows = len(logits)
-    # In-memory arrays (.npz, CSV) go to the cluster once; lazy sources travel as paths.
-    # Compiles the kernels here (or loads them from numba's cache) before any worker needs them:
-    # the workers on this machine then load them from the cache, which takes less memory.
-    evaluate_block(job, logits[:WARM_UP_ROWS], labels[:WARM_UP_ROWS], 0)
-    inputs = [client.scatter(a) if isinstance(a, np.ndarray) else a for a in (logits, labels)]
-    bounds = list(chunks(rows, chunk_rows or block_rows(client, logits)))
-    futures = client.map(
-        _block,
-        [start for start, _ in bounds],
-        [stop for _, stop in bounds],
-        job=job,
-        logits=inputs[0],
-        labels=inputs[1],
-        keep=sink is not None,
-        pure=False,
-    )
-    # Only the futures still running are held here (and cancelled on an error): a finished
-    # block's future is released at once, so its result (with --out, its losses) leaves the
-    # worker's memory instead of staying there until the end of the run.
-    running = {future.key: future for future in futures}
-    completed = as_completed(futures, with_results=True)
-    del futures
-    done = 0
-    try:
-        for future, (start, stop, loss, part) in completed:
-            del running[future.key]
-            future.release()
-            result = result.merge(part)
-            if sink is not None:
-                sink(start, loss)
-            done += stop - start
-            if progress is not None:
-                progress(done, rows)
-    finally:
-        client.cancel(list(running.values()))
-    return result
+    return evaluate(kind, logits, labels, engine=Dask(client), **options)
 
 
 # Peak memory of the workers, sampled in a thread on each worker (for --engine dask's report

@@ -3,29 +3,34 @@
 The work is split in two so that both engines share it: :func:`plan` checks the whole inputs'
 shapes, dtypes and ``--pos-weight`` once, and :func:`evaluate_block` checks one block of rows'
 labels (NaN, range, integrality), computes its losses with the public functions and summarises
-them (:class:`~.stats.Stats`, exact sums). :func:`evaluate` (the local engine) loops
-over blocks of rows; ``_dask_engine`` maps :func:`evaluate_block` over blocks on a cluster.
+them (:class:`~.stats.Stats`, exact sums). :func:`evaluate` cuts the rows into blocks, has an
+engine run them (:class:`Local`: in order, in this process; ``dask_engine.Dask``: mapped over a
+cluster) and merges their summaries.
 
 Both give the same numbers for any chunking, to the last bit: every block's losses are computed
 on one path, the kernels (``route.kernel_path``: small blocks too, which would otherwise
 take the reference path, 1 ULP away on some rows), which compute each row on its own, so a
 row's loss does not depend on the block it is in; and the summaries merge exactly.
+
+Each loss is the registry's (``logitloss._api.registry``): its labels (probabilities in [0, 1]
+for the elementwise losses, class indices), its pos_weight and its class axis decide the checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..._api import tf_nn
+from ..._api import registry
+from ..._api.registry import INDICES, Loss
 from ..._core import route
 from ..files import DataError
 from .stats import Stats, column_stats, merge_all
 
-KINDS = ("sigmoid", "weighted", "softmax", "sparse")
 CHUNK_BYTES = 64 * 2**20
 
 
@@ -54,7 +59,7 @@ class Result:
 class Plan:
     """What every block needs: the loss, its parameters, and the names for error messages."""
 
-    kind: str
+    loss: Loss
     q: Any
     axis: int
     num_classes: int
@@ -63,12 +68,12 @@ class Plan:
 
     def empty(self, classes: int) -> Result:
         return Result(
-            self.kind, Stats(), [Stats() for _ in range(classes)] if self.multi_label else None
+            self.loss.name, Stats(), [Stats() for _ in range(classes)] if self.multi_label else None
         )
 
 
 def _check_shapes(
-    kind: str, logits: np.ndarray, labels: np.ndarray, axis: int, names: tuple[str, str]
+    loss: Loss, logits: np.ndarray, labels: np.ndarray, axis: int, names: tuple[str, str]
 ) -> None:
     logits_name, labels_name = names
     if logits.ndim == 0 or labels.ndim == 0:
@@ -79,21 +84,22 @@ def _check_shapes(
         raise DataError(
             f"row counts differ: {logits_name} has {len(logits)}, {labels_name} has {len(labels)}"
         )
-    if kind == "sparse":
+    if loss.labels == INDICES:
         if labels.shape != logits.shape[:-1]:
             raise DataError(
                 f"{labels_name}: need one class index per row, shape {logits.shape[:-1]}; "
                 f"got {labels.shape}"
             )
         return
-    if kind == "softmax" and (logits.ndim < 2 or axis % logits.ndim == 0):
-        raise DataError(f"{logits_name}: softmax needs rows of classes (classes not on axis 0)")
+    if loss.class_axis and (logits.ndim < 2 or axis % logits.ndim == 0):
+        raise DataError(f"{logits_name}: {loss.name} needs rows of classes (classes not on axis 0)")
     if labels.shape != logits.shape:
         raise DataError(f"{labels_name}: shape {labels.shape} differs from logits {logits.shape}")
 
 
-def _check_labels(kind: str, labels: np.ndarray, start: int, num_classes: int, name: str) -> None:
-    """Labels of one chunk (rows from ``start``): no NaN, binary in [0, 1], sparse integral.
+def _check_labels(loss: Loss, labels: np.ndarray, start: int, num_classes: int, name: str) -> None:
+    """Labels of one chunk (rows from ``start``): no NaN; an elementwise loss's in [0, 1] (soft
+    labels over a class axis are not checked); class indices integral and in range.
 
     Compared in the labels' own dtype (no float64 copy), to keep a worker's block small.
     """
@@ -101,9 +107,9 @@ def _check_labels(kind: str, labels: np.ndarray, start: int, num_classes: int, n
     floating = np.issubdtype(values.dtype, np.floating)
     bad = np.isnan(values) if floating else np.zeros(values.shape, dtype=bool)
     problem = "NaN label"
-    if not bad.any() and kind in ("sigmoid", "weighted"):
+    if not bad.any() and not loss.class_axis:
         bad, problem = (values < 0) | (values > 1), "label outside [0, 1]"
-    if not bad.any() and kind == "sparse":
+    if not bad.any() and loss.labels == INDICES:
         if floating:
             bad, problem = values != np.round(values), "non-integer class label"
         if not bad.any():
@@ -116,9 +122,9 @@ def _check_labels(kind: str, labels: np.ndarray, start: int, num_classes: int, n
         raise DataError(f"{name}: {problem} in row {row}: {value:g}")
 
 
-def _pos_weight(values: list[float] | None, logits: np.ndarray) -> np.ndarray | float:
+def _pos_weight(loss: Loss, values: list[float] | None, logits: np.ndarray) -> np.ndarray | float:
     if values is None:
-        raise DataError("weighted: give --pos-weight Q or Q1,Q2,... (one per class)")
+        raise DataError(f"{loss.name}: give --pos-weight Q or Q1,Q2,... (one per class)")
     if len(values) == 1:
         return values[0]
     classes = logits.shape[-1] if logits.ndim > 1 else 1
@@ -147,16 +153,18 @@ def plan(
     axis: int = -1,
     names: tuple[str, str] = ("logits", "labels"),
 ) -> Plan:
-    """Check the inputs as wholes (dtypes, shapes, ``--pos-weight``) without reading rows."""
+    """Check the inputs as wholes (dtypes, shapes, ``--pos-weight``) without reading rows;
+    ``kind`` is the loss's registry name."""
+    loss = registry.get(kind)
     if not np.issubdtype(logits.dtype, np.floating):
         raise DataError(f"{names[0]}: need floating-point values, got {logits.dtype}")
     if not np.issubdtype(labels.dtype, np.number) and labels.dtype != np.bool_:
         raise DataError(f"{names[1]}: need numbers, got {labels.dtype}")
-    _check_shapes(kind, logits, labels, axis, names)
-    q = _pos_weight(pos_weight, logits) if kind == "weighted" else None
-    multi_label = kind in ("sigmoid", "weighted") and logits.ndim == 2
+    _check_shapes(loss, logits, labels, axis, names)
+    q = _pos_weight(loss, pos_weight, logits) if loss.pos_weight else None
+    multi_label = not loss.class_axis and logits.ndim == 2
     num_classes = logits.shape[axis] if logits.ndim > 1 else 0
-    return Plan(kind, q, axis, num_classes, multi_label, names)
+    return Plan(loss, q, axis, num_classes, multi_label, names)
 
 
 def evaluate_block(
@@ -170,12 +178,42 @@ def evaluate_block(
         For a bad label, naming the labels' file and the row.
     """
     x, z = np.asarray(x), np.asarray(z)
-    _check_labels(plan.kind, z, start, plan.num_classes, plan.names[1])
+    _check_labels(plan.loss, z, start, plan.num_classes, plan.names[1])
     with route.kernel_path():  # one path for blocks of every size (module docstring)
-        loss = np.asarray(_loss(plan.kind, x, z, plan.q, plan.axis))
+        loss = np.asarray(_loss(plan.loss, x, z, plan.q, plan.axis))
     columns = column_stats(loss if plan.multi_label else loss.reshape(-1, 1))
     per_class = columns if plan.multi_label else None
-    return loss, Result(plan.kind, merge_all(columns), per_class)
+    return loss, Result(plan.loss.name, merge_all(columns), per_class)
+
+
+# A block run: its first row, its end, its losses (where kept) and their summary.
+Block = tuple[int, int, np.ndarray | None, Result]
+
+
+class Engine(Protocol):
+    """Runs the blocks of a plan: ``chunk_rows`` picks the rows of a block when the caller
+    does not, ``run`` yields ``(start, stop, losses or None, summary)`` per block, in any
+    order (losses only where ``keep``)."""
+
+    def chunk_rows(self, logits: Any) -> int: ...
+
+    def run(
+        self, job: Plan, logits: Any, labels: Any, bounds: list[tuple[int, int]], keep: bool
+    ) -> Generator[Block, None, None]: ...
+
+
+class Local:
+    """The local engine: the blocks in order, in this process."""
+
+    def chunk_rows(self, logits: Any) -> int:
+        return default_chunk_rows(logits)
+
+    def run(
+        self, job: Plan, logits: Any, labels: Any, bounds: list[tuple[int, int]], keep: bool
+    ) -> Generator[Block, None, None]:
+        for start, stop in bounds:
+            loss, part = evaluate_block(job, logits[start:stop], labels[start:stop], start)
+            yield start, stop, loss, part
 
 
 def evaluate(
@@ -183,39 +221,38 @@ def evaluate(
     logits: Any,
     labels: Any,
     *,
-    pos_weight: list[float] | None = None,
-    axis: int = -1,
     chunk_rows: int | None = None,
     sink: Callable[[int, np.ndarray], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
-    names: tuple[str, str] = ("logits", "labels"),
+    engine: Engine | None = None,
+    **checks: Any,
 ) -> Result:
-    """The loss ``kind`` of ``logits`` against ``labels``, summarised (the local engine).
+    """The loss ``kind`` of ``logits`` against ``labels``, summarised.
 
-    ``logits`` and ``labels`` are arrays or lazy sources (sliced by rows); ``sink(start, losses)``
-    receives each chunk's losses (for ``--out``), ``progress(done, rows)`` the rows done, and
-    ``names`` (the files) appear in error messages.
+    ``logits`` and ``labels`` are arrays or lazy sources (sliced by rows); ``checks``
+    (``pos_weight``, ``axis``, ``names``: the files, for error messages) go to :func:`plan`;
+    ``sink(start, losses)`` receives each block's losses (for ``--out``) and ``progress(done,
+    rows)`` the rows done; ``engine`` runs the blocks (default :class:`Local`).
     """
-    job = plan(kind, logits, labels, pos_weight=pos_weight, axis=axis, names=names)
+    engine = engine or Local()
+    job = plan(kind, logits, labels, **checks)
     result = job.empty(logits.shape[1] if job.multi_label else 0)
     rows = len(logits)
-    for start, stop in chunks(rows, chunk_rows or default_chunk_rows(logits)):
-        loss, part = evaluate_block(job, logits[start:stop], labels[start:stop], start)
-        result = result.merge(part)
-        if sink is not None:
-            sink(start, loss)
-        if progress is not None:
-            progress(stop, rows)
+    bounds = list(chunks(rows, chunk_rows or engine.chunk_rows(logits)))
+    done = 0
+    with contextlib.closing(engine.run(job, logits, labels, bounds, sink is not None)) as blocks:
+        for start, stop, loss, part in blocks:
+            result = result.merge(part)
+            if sink is not None:
+                sink(start, loss)
+            done += stop - start
+            if progress is not None:
+                progress(done, rows)
     return result
 
 
-def _loss(kind: str, x: np.ndarray, z: np.ndarray, q: Any, axis: int) -> np.ndarray:
+def _loss(loss: Loss, x: np.ndarray, z: np.ndarray, q: Any, axis: int) -> np.ndarray:
     """The per-row losses; labels cast without a copy where they already have the dtype (the
     functions cast float labels to the logits' dtype themselves, copying only if they must)."""
-    if kind == "sigmoid":
-        return tf_nn.sigmoid_cross_entropy_with_logits(z.astype(x.dtype, copy=False), x)
-    if kind == "weighted":
-        return tf_nn.weighted_cross_entropy_with_logits(z.astype(x.dtype, copy=False), x, q)
-    if kind == "softmax":
-        return tf_nn.softmax_cross_entropy_with_logits(z.astype(x.dtype, copy=False), x, axis=axis)
-    return tf_nn.sparse_softmax_cross_entropy_with_logits(z.astype(np.int64, copy=False), x)
+    dtype = np.int64 if loss.labels == INDICES else x.dtype
+    return loss.value(z.astype(dtype, copy=False), x, q, axis=axis)
