@@ -12,6 +12,8 @@ from typing import Any
 
 from .._core import checks
 from .._core.arrays import Array
+from .._losses.logistic.formula import LOGISTIC
+from .._losses.softmax.formula import SOFTMAX, SPARSE_SOFTMAX
 from . import dispatch
 
 
@@ -76,7 +78,7 @@ def sigmoid_cross_entropy_with_logits_grad(
     z = checks.float_labels(fn, "labels", labels, x, xp)
     checks.same_shape(fn, "labels", z, x)
     g = _upstream(fn, upstream, tuple(x.shape), x, xp)
-    return dispatch.logistic_grad(x, z, None, g, wrt=wrt, xp=xp)
+    return dispatch.grad(LOGISTIC, x, (z, None), {}, g, wrt=wrt, xp=xp)
 
 
 def weighted_cross_entropy_with_logits_grad(
@@ -129,7 +131,7 @@ def weighted_cross_entropy_with_logits_grad(
     q = checks.float_labels(fn, "pos_weight", pos_weight, x, xp)
     checks.broadcasts_into(fn, "pos_weight", q, tuple(x.shape))
     g = _upstream(fn, upstream, tuple(x.shape), x, xp)
-    return dispatch.logistic_grad(x, z, q, g, wrt=wrt, xp=xp)
+    return dispatch.grad(LOGISTIC, x, (z, q), {}, g, wrt=wrt, xp=xp)
 
 
 def softmax_cross_entropy_with_logits_grad(
@@ -177,7 +179,7 @@ def softmax_cross_entropy_with_logits_grad(
     checks.broadcasts_into(fn, "labels", z, tuple(x.shape))
     loss_shape = tuple(n for d, n in enumerate(x.shape) if d != axis)
     g = _upstream(fn, upstream, loss_shape, x, xp)
-    return dispatch.softmax_grad(x, z, g, axis=axis, wrt=wrt, xp=xp)
+    return dispatch.grad(SOFTMAX, x, (z,), {"axis": axis}, g, wrt=wrt, xp=xp)
 
 
 def sparse_softmax_cross_entropy_with_logits_grad(
@@ -209,4 +211,4 @@ def sparse_softmax_cross_entropy_with_logits_grad(
     x = checks.logits_array(fn, logits, xp, device)
     labels = checks.sparse_labels(fn, labels, x, xp)
     g = _upstream(fn, upstream, tuple(x.shape[:-1]), x, xp)
-    return dispatch.sparse_softmax_grad(x, labels, g, xp=xp)
+    return dispatch.grad(SPARSE_SOFTMAX, x, (labels,), {}, g, wrt="logits", xp=xp)

@@ -11,6 +11,8 @@ from typing import Any
 
 from .._core import checks
 from .._core.arrays import Array
+from .._losses.logistic.formula import LOGISTIC
+from .._losses.softmax.formula import SOFTMAX, SPARSE_SOFTMAX
 from . import dispatch
 
 
@@ -76,7 +78,7 @@ def sigmoid_cross_entropy_with_logits(
     x = checks.logits_array(fn, logits, xp, device)
     z = checks.float_labels(fn, "labels", labels, x, xp)
     checks.same_shape(fn, "labels", z, x)
-    return dispatch.logistic(x, z, None, xp=xp)
+    return dispatch.loss(LOGISTIC, x, (z, None), {}, xp=xp)
 
 
 def weighted_cross_entropy_with_logits(
@@ -154,7 +156,7 @@ def weighted_cross_entropy_with_logits(
     checks.same_shape(fn, "labels", z, x)
     q = checks.float_labels(fn, "pos_weight", pos_weight, x, xp)
     checks.broadcasts_into(fn, "pos_weight", q, tuple(x.shape))
-    return dispatch.logistic(x, z, q, xp=xp)
+    return dispatch.loss(LOGISTIC, x, (z, q), {}, xp=xp)
 
 
 def softmax_cross_entropy_with_logits(
@@ -217,7 +219,7 @@ def softmax_cross_entropy_with_logits(
     axis = checks.class_axis(fn, axis, x)
     z = checks.float_labels(fn, "labels", labels, x, xp)
     checks.broadcasts_into(fn, "labels", z, tuple(x.shape))
-    return dispatch.softmax(x, z, axis=axis, xp=xp)
+    return dispatch.loss(SOFTMAX, x, (z,), {"axis": axis}, xp=xp)
 
 
 def sparse_softmax_cross_entropy_with_logits(
@@ -271,4 +273,4 @@ def sparse_softmax_cross_entropy_with_logits(
     xp, device = checks.namespace_of(fn, labels=labels, logits=logits)
     x = checks.logits_array(fn, logits, xp, device)
     labels = checks.sparse_labels(fn, labels, x, xp)
-    return dispatch.sparse_softmax(x, labels, xp=xp)
+    return dispatch.loss(SPARSE_SOFTMAX, x, (labels,), {}, xp=xp)

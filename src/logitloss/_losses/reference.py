@@ -1,6 +1,7 @@
-"""The array-API implementation of each loss: widen to the compute dtype, apply the formula from
-``_formulas``, round once to the logits' dtype. Works unchanged on every array library, lazily on
-Dask and under ``jax.jit``; autograd follows the formulas.
+"""The array-API implementation of every loss family: widen to the compute dtype, apply the
+family's formula (the loss, or a gradient from its table), round once to the logits' dtype.
+Works unchanged on every array library, lazily on Dask and under ``jax.jit``; autograd follows
+the formulas.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from .._core import arrays
 from .._core.arrays import Array
-from .logistic import formula as logistic_formula
-from .softmax import formula as softmax_formula
+from .family import Family, Operands, Options
+from .logistic.formula import LOGISTIC
+from .softmax.formula import SOFTMAX, SPARSE_SOFTMAX
 
 
 def _quiet_numpy() -> np.errstate:
@@ -22,27 +23,37 @@ def _quiet_numpy() -> np.errstate:
     return np.errstate(invalid="ignore", over="ignore")
 
 
-def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
-    """Sigmoid (``q is None``) or weighted cross-entropy, elementwise, in ``x``'s dtype."""
-    wx, wz, wq = arrays.widen(xp, x, z, q)
+def value(family: Family, x: Array, operands: Operands, options: Options, *, xp: Any) -> Array:
+    """The family's loss of ``x`` and ``operands`` (in ``family.operands``' order) with these
+    options, in ``x``'s dtype: elementwise, or with the class axis summed away."""
+    wide = family.widen(xp, x, operands)
     with _quiet_numpy():
-        return xp.astype(logistic_formula.logistic_loss(wx, wz, wq, xp=xp), x.dtype, copy=False)
+        return xp.astype(family.loss(*wide, xp=xp, **options), x.dtype, copy=False)
 
 
-def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
-    """Softmax cross-entropy with soft labels along ``axis``, in ``x``'s dtype."""
-    wx, wz = arrays.widen(xp, x, z)
+def grad(
+    family: Family,
+    x: Array,
+    operands: Operands,
+    options: Options,
+    upstream: Array,
+    *,
+    wrt: str,
+    xp: Any,
+) -> Array:
+    """The gradient of ``sum(upstream * loss)`` with respect to ``wrt`` ("logits" or the name
+    of an operand in the family's gradient table), in ``x``'s dtype and the shape of that
+    argument (summed back to it for a broadcast operand)."""
+    *wide, wg = family.widen(xp, x, (*operands, upstream))
+    axis = family.axis(options)
+    if axis is not None:
+        wg = xp.expand_dims(wg, axis=axis)
     with _quiet_numpy():
-        loss = softmax_formula.softmax_loss(wx, wz, axis=axis, xp=xp)
-        return xp.astype(loss, x.dtype, copy=False)
-
-
-def sparse_softmax(x: Array, labels: Array, *, xp: Any) -> Array:
-    """Softmax cross-entropy against integer labels over the last axis, in ``x``'s dtype."""
-    (wx,) = arrays.widen(xp, x)
-    with _quiet_numpy():
-        loss = softmax_formula.sparse_softmax_loss(wx, labels, xp=xp)
-        return xp.astype(loss, x.dtype, copy=False)
+        grad = family.grads[wrt](*wide, xp=xp, **options) * wg
+        if wrt in family.broadcast:
+            operand = operands[family.operands.index(wrt)]
+            grad = _sum_to_shape(grad, tuple(operand.shape), xp=xp)
+        return xp.astype(grad, x.dtype, copy=False)
 
 
 def _sum_to_shape(a: Array, shape: tuple[int, ...], *, xp: Any) -> Array:
@@ -58,43 +69,31 @@ def _sum_to_shape(a: Array, shape: tuple[int, ...], *, xp: Any) -> Array:
     return np.asarray(a) if isinstance(a, np.generic) else a
 
 
+# Each loss by name, as the kernel tests compare against it.
+
+
+def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
+    """Sigmoid (``q is None``) or weighted cross-entropy, elementwise, in ``x``'s dtype."""
+    return value(LOGISTIC, x, (z, q), {}, xp=xp)
+
+
 def logistic_grad(
     x: Array, z: Array, q: Array | None, upstream: Array, *, wrt: str, xp: Any
 ) -> Array:
-    """The gradient of ``sum(upstream * loss)`` for the sigmoid (``q is None``) or weighted
-    loss with respect to ``wrt`` ("logits", "labels" or "pos_weight"), in ``x``'s dtype and
-    the shape of that argument."""
-    wx, wz, wq, wg = arrays.widen(xp, x, z, q, upstream)
-    with _quiet_numpy():
-        if wrt == "logits":
-            grad = logistic_formula.logistic_grad_logits(wx, wz, wq, xp=xp)
-        elif wrt == "labels":
-            grad = logistic_formula.logistic_grad_labels(wx, wz, wq, xp=xp)
-        else:
-            grad = logistic_formula.logistic_grad_pos_weight(wx, wz, xp=xp)
-        grad = grad * wg
-        if wrt == "pos_weight":
-            grad = _sum_to_shape(grad, tuple(q.shape), xp=xp)
-        return xp.astype(grad, x.dtype, copy=False)
+    return grad(LOGISTIC, x, (z, q), {}, upstream, wrt=wrt, xp=xp)
+
+
+def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
+    return value(SOFTMAX, x, (z,), {"axis": axis}, xp=xp)
 
 
 def softmax_grad(x: Array, z: Array, upstream: Array, *, axis: int, wrt: str, xp: Any) -> Array:
-    """The gradient of ``sum(upstream * loss)`` for the softmax loss with respect to ``wrt``
-    ("logits" or "labels"), in ``x``'s dtype and the shape of that argument."""
-    wx, wz, wg = arrays.widen(xp, x, z, upstream)
-    wg = xp.expand_dims(wg, axis=axis)
-    with _quiet_numpy():
-        if wrt == "logits":
-            grad = softmax_formula.softmax_grad_logits(wx, wz, axis=axis, xp=xp) * wg
-        else:
-            grad = softmax_formula.softmax_grad_labels(wx, wz, axis=axis, xp=xp) * wg
-            grad = _sum_to_shape(grad, tuple(z.shape), xp=xp)
-        return xp.astype(grad, x.dtype, copy=False)
+    return grad(SOFTMAX, x, (z,), {"axis": axis}, upstream, wrt=wrt, xp=xp)
+
+
+def sparse_softmax(x: Array, labels: Array, *, xp: Any) -> Array:
+    return value(SPARSE_SOFTMAX, x, (labels,), {}, xp=xp)
 
 
 def sparse_softmax_grad(x: Array, labels: Array, upstream: Array, *, xp: Any) -> Array:
-    """The gradient of ``sum(upstream * loss)`` for the sparse loss with respect to the logits."""
-    wx, wg = arrays.widen(xp, x, upstream)
-    with _quiet_numpy():
-        grad = softmax_formula.sparse_softmax_grad_logits(wx, labels, xp=xp)
-        return xp.astype(grad * xp.expand_dims(wg, axis=-1), x.dtype, copy=False)
+    return grad(SPARSE_SOFTMAX, x, (labels,), {}, upstream, wrt="logits", xp=xp)

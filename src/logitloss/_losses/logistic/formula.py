@@ -10,6 +10,7 @@ from typing import Any
 
 from ..._core import arrays, compensated
 from ..._core.arrays import Array
+from ..family import Family
 
 
 def logistic_loss(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
@@ -166,3 +167,23 @@ def logistic_grad_pos_weight(x: Array, z: Array, *, xp: Any) -> Array:
     magnitude = xp.where(nonneg, x, -x)
     linear = xp.where(nonneg, zero, z * xp.where(z == 0, zero, magnitude))
     return linear + z * weighted_log1p_exp_neg(magnitude, None, xp=xp)
+
+
+def grad_pos_weight(x: Array, z: Array, q: Array, *, xp: Any) -> Array:
+    """:func:`logistic_grad_pos_weight` in the gradient table's signature (it needs no ``q``)."""
+    return logistic_grad_pos_weight(x, z, xp=xp)
+
+
+# The family (sigmoid: ``pos_weight`` None; weighted) for the generic layers (``_losses.family``).
+LOGISTIC = Family(
+    name="logistic",
+    operands=("labels", "pos_weight"),
+    loss=logistic_loss,
+    grads={
+        "logits": logistic_grad_logits,
+        "labels": logistic_grad_labels,
+        "pos_weight": grad_pos_weight,
+    },
+    host=f"{__package__}.host",
+    broadcast=frozenset({"pos_weight"}),
+)

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from ..._core import arrays, compensated
 from ..._core.arrays import Array
+from ..family import Family
 
 # Entries this close below the row maximum keep e^(x - m) as 1 + expm1(x - m) in the gradient.
 LN3 = math.log(3.0)
@@ -170,3 +171,25 @@ def sparse_softmax_grad_logits(x: Array, labels: Array, *, xp: Any) -> Array:
     z = one_hot(labels, x.shape[-1], x.dtype, xp=xp)
     grad = softmax_grad_logits(x, z, axis=-1, xp=xp)
     return nan_out_of_range(grad, labels, x.shape[-1], xp=xp)
+
+
+# The families for the generic layers (``_losses.family``).
+SOFTMAX = Family(
+    name="softmax",
+    operands=("labels",),
+    loss=softmax_loss,
+    grads={"logits": softmax_grad_logits, "labels": softmax_grad_labels},
+    host=f"{__package__}.host",
+    broadcast=frozenset({"labels"}),
+    class_axis="axis",
+)
+
+SPARSE_SOFTMAX = Family(
+    name="sparse_softmax",
+    operands=("labels",),
+    loss=sparse_softmax_loss,
+    grads={"logits": sparse_softmax_grad_logits},
+    host=f"{__package__}.host",
+    integer=frozenset({"labels"}),
+    class_axis=-1,
+)
