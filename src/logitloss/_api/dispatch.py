@@ -85,26 +85,8 @@ def logistic(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
     return loss(LOGISTIC, x, (z, q), {}, xp=xp)
 
 
-def logistic_value(x: Array, z: Array, q: Array | None, *, xp: Any) -> Array:
-    return compute.value(LOGISTIC, x, (z, q), {}, xp=xp)
-
-
-def logistic_grad(
-    x: Array, z: Array, q: Array | None, upstream: Array, *, wrt: str, xp: Any
-) -> Array:
-    return grad(LOGISTIC, x, (z, q), {}, upstream, wrt=wrt, xp=xp)
-
-
 def softmax(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
     return loss(SOFTMAX, x, (z,), {"axis": axis}, xp=xp)
-
-
-def softmax_value(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
-    return compute.value(SOFTMAX, x, (z,), {"axis": axis}, xp=xp)
-
-
-def softmax_grad(x: Array, z: Array, upstream: Array, *, axis: int, wrt: str, xp: Any) -> Array:
-    return grad(SOFTMAX, x, (z,), {"axis": axis}, upstream, wrt=wrt, xp=xp)
 
 
 def softmax_wide(x: Array, z: Array, *, axis: int, xp: Any) -> Array:
@@ -115,13 +97,5 @@ def sparse_softmax(x: Array, labels: Array, *, xp: Any) -> Array:
     return loss(SPARSE_SOFTMAX, x, (labels,), {}, xp=xp)
 
 
-def sparse_softmax_value(x: Array, labels: Array, *, xp: Any) -> Array:
-    return compute.value(SPARSE_SOFTMAX, x, (labels,), {}, xp=xp)
-
-
 def sparse_softmax_wide(x: Array, labels: Array, *, xp: Any) -> Array:
     return wide(SPARSE_SOFTMAX, x, (labels,), {}, xp=xp)
-
-
-def sparse_softmax_grad(x: Array, labels: Array, upstream: Array, *, xp: Any) -> Array:
-    return grad(SPARSE_SOFTMAX, x, (labels,), {}, upstream, wrt="logits", xp=xp)
