@@ -1,5 +1,6 @@
-"""The kernels' host side shared by every family: operand checks, narrow-dtype widening, and
-the launch of an elementwise serial/parallel kernel pair over rows (``run_pair``).
+"""The kernels' host side shared by every family: operand checks, the one narrow-dtype widening
+(``through_float32``), the one launch loop (``launch``: operands, serial or parallel, call), and
+the run of an elementwise kernel pair (``elementwise``).
 
 NumPy arrays only. The family modules (``_losses.<family>.host``) build their entry points from
 these; ``_core.route`` decides when a call comes to them.
@@ -7,11 +8,13 @@ these; ``_core.route`` decides when a call comes to them.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from . import layout, runtime
+from . import layout, loops, runtime
 
 # Computed through float32 (exact widening), rounded to their own dtype at the end: the float32
 # result carries 13 (float16) or 16 (bfloat16) more bits, so the double rounding stays within
@@ -79,50 +82,122 @@ def same_view(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
-def run_pair(
-    serial: Any, parallel: Any, x: np.ndarray, inputs: list[np.ndarray], out: np.ndarray | None
-) -> np.ndarray:
-    """Run the kernel pair on ``x`` and ``inputs`` (labels first, then the broadcast ones)."""
-    result = out
-    if dtype_name(x.dtype) in THROUGH_FLOAT32:
-        wide = run_pair(
-            serial, parallel, x.astype(np.float32), [a.astype(np.float32) for a in inputs], None
-        )
+def through_float32(run: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
+    """Decorator: the one widening of float16 and bfloat16 logits, for a kernel runner
+    ``run(x, inputs, outs, **options) -> results``.
+
+    ``inputs`` and ``outs`` are dicts of arrays (or ``None``) by the kernel's operand names; the
+    results come in the order of ``outs`` (``None`` for one not wanted), then any others (the
+    reductions' sums). For float16 and bfloat16 logits ``run`` gets the logits and every input
+    of their dtype as float32 (exact), and only the float64 outputs (the softmax loss may be
+    one: written as they are); each float32 result is then rounded to the logits' dtype, into
+    the matching output where given (:data:`THROUGH_FLOAT32`). The logits' dtype is one of the
+    four (checked by the caller): the narrow ones are those of 2 bytes.
+    """
+
+    @functools.wraps(run)
+    def run_any(
+        x: np.ndarray,
+        inputs: dict[str, np.ndarray | None],
+        outs: dict[str, np.ndarray | None],
+        **options: Any,
+    ) -> tuple[Any, ...]:
+        if x.itemsize > 2:  # float32, float64 (dtype_name would cost more than the rest)
+            return run(x, inputs, outs, **options)
+        wide = {
+            name: a.astype(np.float32) if a is not None and a.dtype == x.dtype else a
+            for name, a in inputs.items()
+        }
+        kept = {name: out if is_wide(out) else None for name, out in outs.items()}
+        results = run(x.astype(np.float32), wide, kept, **options)
+        given = list(outs.values())
         # A float32 result beyond the narrow range rounds to inf: correct, not worth a warning.
         with np.errstate(over="ignore"):
-            if result is None:
-                return wide.astype(x.dtype)
-            result[...] = wide
-        return result
-    target = out
-    # An output that overlaps an input other than as the very same view (the kernels read each
-    # element before writing it) is written through a temporary.
-    if out is not None and any(
-        np.may_share_memory(out, a) and not same_view(out, a) for a in (x, *inputs)
-    ):
-        target = None
-    if target is None:
-        target = np.empty(x.shape, x.dtype)
+            return tuple(
+                cast_into(r, given[i] if i < len(given) else None, x.dtype)
+                if isinstance(r, np.ndarray) and r.dtype == np.float32
+                else r
+                for i, r in enumerate(results)
+            )
+
+    return run_any
+
+
+def launch(
+    kernels: loops.KernelPair,
+    pieces: Iterable[layout.Plan],
+    values: Callable[[layout.Plan], dict[str, Any]] | None = None,
+) -> None:
+    """The one launch loop: for each piece, the kernels' operands from its descriptions (and
+    ``values(piece)``, the operands that are plain values), the serial or the parallel kernel
+    by size, the call."""
+    for piece in pieces:
+        ops = loops.fill(kernels.operands_type, piece.operands, values(piece) if values else {})
+        kernel = runtime.pick(kernels.serial, kernels.parallel, piece.rows * piece.cols)
+        size = (piece.rows, piece.cols, runtime.TILE) if kernels.tiled else (piece.rows, piece.cols)
+        runtime.call(kernel, _type_key(ops), (ops, *size))
+
+
+def _type_key(ops: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the operands' numba types follow from (given the kernel: the operands' type and
+    which are read-only are fixed), for :func:`runtime.call`."""
+    return tuple([a.dtype.char if type(a) is np.ndarray else type(a) for a in ops])
+
+
+def tiles(
+    kernels: loops.KernelPair,
+    x: np.ndarray,
+    inputs: dict[str, np.ndarray],
+    outs: dict[str, np.ndarray],
+) -> tuple[list[layout.Plan], dict[str, np.ndarray]]:
+    """The pieces of rows (``layout.plan``, ``layout.group_rows``) for an elementwise kernel:
+    ``x``, the inputs (a :data:`loops.BROADCAST` one may be constant along the rows) and the
+    outputs, by name. Returns them and the arrays used, by name (an output replaced by a
+    contiguous copy is copied back from it by the caller)."""
+    kinds = kernels.operands_type.kinds
+    spec = {"x": (x, False, False)}
+    spec |= {name: (a, kinds[name] == loops.BROADCAST, False) for name, a in inputs.items()}
+    spec |= {name: (a, False, True) for name, a in outs.items()}
+    plan, used = layout.plan(x, spec)
+    return layout.group_rows(plan, runtime.TILE), used
+
+
+@through_float32
+def elementwise(
+    x: np.ndarray,
+    inputs: dict[str, np.ndarray],
+    outs: dict[str, np.ndarray | None],
+    *,
+    kernels: loops.KernelPair,
+    x_order: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Run an elementwise kernel pair on ``x`` and ``inputs`` (broadcast to ``x``) into
+    ``outs`` (new arrays for ``None``: in ``x``'s memory order with ``x_order``, else C order);
+    returns the outputs."""
+    targets = {}
+    for name, out in outs.items():
+        target = out
+        # An output that overlaps an input other than as the very same view (the kernels read
+        # each element before writing it) is written through a temporary.
+        if out is not None and any(
+            np.may_share_memory(out, a) and not same_view(out, a) for a in (x, *inputs.values())
+        ):
+            target = None
+        if target is None:
+            target = np.empty_like(x) if x_order else np.empty(x.shape, x.dtype)
+        targets[name] = target
     if x.size:
-        operands = [(x, False, False), (inputs[0], False, False)]
-        operands += [(a, True, False) for a in inputs[1:]]
-        operands.append((target, False, True))
-        plan, arrays = layout.plan(x, operands)
-        for piece in layout.group_rows(plan, runtime.TILE):
-            kernel = runtime.pick(serial, parallel, piece.rows * piece.cols)
-            logits, labels, *broadcast, written = piece.operands
-            args: list[Any] = [logits.base, logits.row_stride, labels.base, labels.row_stride]
-            for op in broadcast:  # these also say whether they vary along the row
-                args += [op.base, op.row_stride, op.varies]
-            args += [written.base, written.row_stride, piece.rows, piece.cols, runtime.TILE]
-            runtime.call(kernel, (x.dtype.char,), tuple(args))
-        if arrays[-1] is not target:
-            target[...] = arrays[-1]
-    if result is None:
-        return target
-    if target is not result:
-        result[...] = target
-    return result
+        pieces, used = tiles(kernels, x, inputs, targets)
+        launch(kernels, pieces)
+        for name, target in targets.items():
+            if used[name] is not target:
+                target[...] = used[name]
+    results = []
+    for name, out in outs.items():
+        if out is not None and targets[name] is not out:
+            out[...] = targets[name]
+        results.append(targets[name] if out is None else out)
+    return tuple(results)
 
 
 def loss_shape(x: np.ndarray, axis: int) -> tuple[int, ...]:

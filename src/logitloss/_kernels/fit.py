@@ -1,4 +1,4 @@
-"""Where the polynomial coefficients in ``_math`` come from (run by the tests; needs mpmath).
+"""Where the polynomial coefficients in ``vector_math`` come from (run by the tests; needs mpmath).
 
 Each is a Chebyshev fit (``mpmath.chebyfit``, 80 digits) of the function the kernel evaluates,
 close to the minimax polynomial of its degree, rounded to float64:
@@ -50,7 +50,7 @@ def _atanh_tail(w: Any) -> Any:
 
 
 def fit_all() -> dict[str, tuple[float, ...]]:
-    """The coefficients of ``_math``, recomputed."""
+    """The coefficients of ``vector_math``, recomputed."""
     mp = _mp()
     with mp.workdps(DIGITS):
         half_ln2 = mp.log(2) / 2

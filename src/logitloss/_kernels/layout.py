@@ -41,9 +41,11 @@ class Operand:
 
 @dataclass
 class Plan:
+    """``rows x cols`` elements and the operands that describe them, by the caller's names."""
+
     rows: int
     cols: int
-    operands: list[Operand]
+    operands: dict[str, Operand | RowOperand]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -99,15 +101,19 @@ def _describe(
     return Operand(base, row_stride // item, col_stride != 0)
 
 
-def plan(x: np.ndarray, operands: list[tuple[np.ndarray, bool, bool]]) -> tuple[Plan, list]:
-    """Describe ``operands`` (``(array, constant_allowed, writeable)``, each of ``x``'s shape or
-    broadcasting to it, ``x`` itself among them) to the kernels.
+def plan(
+    x: np.ndarray, operands: dict[str, tuple[np.ndarray, bool, bool]]
+) -> tuple[Plan, dict[str, np.ndarray]]:
+    """Describe ``operands`` (by name: ``(array, constant_allowed, writeable)``, each of ``x``'s
+    shape or broadcasting to it, ``x`` itself among them) to the kernels.
 
-    Returns the plan and the list of arrays actually used (an operand may have been replaced by
+    Returns the plan and the arrays actually used, by name (an operand may have been replaced by
     a contiguous copy: the caller copies an output back from it).
     """
     shape = x.shape
-    arrays = [np.broadcast_to(a, shape) if a.shape != shape else a for a, _, _ in operands]
+    names = list(operands)
+    specs = list(operands.values())
+    arrays = [np.broadcast_to(a, shape) if a.shape != shape else a for a, _, _ in specs]
     # Walk in the logits' memory order: sort the axes by x's strides, largest first (stable).
     order = sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis]))
     for attempt in range(3):
@@ -125,15 +131,17 @@ def plan(x: np.ndarray, operands: list[tuple[np.ndarray, bool, bool]]) -> tuple[
             else:
                 rows, cols = dims[0][0], dims[1][0]
                 strides = list(zip(dims[0][1], dims[1][1], strict=True))
-            described = [
-                _describe(v, s, rows, cols, const, writeable)
-                for v, s, (_, const, writeable) in zip(views, strides, operands, strict=True)
-            ]
-            return Plan(rows, cols, described), arrays
+            described = {
+                name: _describe(v, s, rows, cols, const, writeable)
+                for name, v, s, (_, const, writeable) in zip(
+                    names, views, strides, specs, strict=True
+                )
+            }
+            return Plan(rows, cols, described), dict(zip(names, arrays, strict=True))
         except LayoutError:
             # First the operands that take part in every element (logits, labels, output),
             # then the broadcast ones: a contiguous copy in the walking order.
-            for i, (a, const, writeable) in enumerate(operands):
+            for i, (a, const, writeable) in enumerate(specs):
                 if attempt == 0 and const:
                     continue
                 if not _is_walkable(arrays[i], order):
@@ -168,24 +176,25 @@ def group_rows(p: Plan, tile: int) -> list[Plan]:
     k = tile // max(cols, 1)
     if k < 2 or rows < 2 * k:
         return [p]
-    for op in p.operands:
+    for op in p.operands.values():
         contiguous_rows = op.varies and op.row_stride == cols
         per_class = op.varies and op.row_stride == 0
         constant = not op.varies and op.row_stride == 0
         if not (contiguous_rows or per_class or constant):
             return [p]
     groups = rows // k
-    grouped, rest = [], []
-    for op in p.operands:
+    grouped: dict[str, Operand | RowOperand] = {}
+    rest: dict[str, Operand | RowOperand] = {}
+    for name, op in p.operands.items():
         if op.varies and op.row_stride == 0:
-            grouped.append(Operand(_readonly(np.tile(op.base[:cols], k)), 0, True))
-            rest.append(op)
+            grouped[name] = Operand(_readonly(np.tile(op.base[:cols], k)), 0, True)
+            rest[name] = op
         elif op.varies:
-            grouped.append(Operand(op.base, k * cols, True))
-            rest.append(Operand(op.base[groups * k * cols :], cols, True))
+            grouped[name] = Operand(op.base, k * cols, True)
+            rest[name] = Operand(op.base[groups * k * cols :], cols, True)
         else:
-            grouped.append(op)
-            rest.append(op)
+            grouped[name] = op
+            rest[name] = op
     pieces = [Plan(groups, k * cols, grouped)]
     if rows > groups * k:
         pieces.append(Plan(rows - groups * k, cols, rest))
@@ -207,28 +216,30 @@ class RowOperand:
 
 
 def class_rows(
-    full: list[tuple[np.ndarray, bool]], per_row: list[tuple[np.ndarray, bool]]
-) -> tuple[int, int, list[RowOperand]]:
+    full: dict[str, tuple[np.ndarray, bool]], per_row: dict[str, tuple[np.ndarray, bool]]
+) -> Plan:
     """Describe operands whose class axis is last (``full``, shape ``(*outer, cols)``) and
-    per-row operands (shape ``outer``) as rows, each given with whether it is written.
+    per-row operands (shape ``outer``) as rows, each given by name with whether it is written.
 
     The outer axes are merged wherever every operand allows it (length-1 axes dropped), which
     must leave at most one; the classes of every ``full`` operand must be contiguous. Any row
     stride is allowed: negative (reversed rows), zero (labels broadcast along the batch).
     Raises :class:`LayoutError` otherwise (the caller copies the operands that are not
-    C-contiguous and tries again). Returns ``(rows, cols, operands)``, ``full`` ones first.
+    C-contiguous and tries again). Returns the plan (one piece), its operands by name.
     """
-    arrays = [a for a, _ in full] + [a for a, _ in per_row]
+    specs = [*full.values(), *per_row.values()]
+    arrays = [a for a, _ in specs]
     outer = arrays[0].shape[:-1]
     cols = arrays[0].shape[-1]
-    strides = [a.strides[:-1] for a, _ in full] + [a.strides for a, _ in per_row]
+    strides = [a.strides[:-1] for a, _ in full.values()] + [a.strides for a, _ in per_row.values()]
     dims = _coalesce(outer, strides)
     if len(dims) > 1:
         raise LayoutError
     rows = dims[0][0] if dims else 1
     row_bytes = dims[0][1] if dims else [0] * len(arrays)
-    described = []
-    for i, ((a, writeable), rs) in enumerate(zip([*full, *per_row], row_bytes, strict=True)):
+    described: dict[str, Operand | RowOperand] = {}
+    names = [*full, *per_row]
+    for i, ((a, writeable), rs) in enumerate(zip(specs, row_bytes, strict=True)):
         item = a.itemsize
         is_full = i < len(full)
         if is_full and cols > 1 and a.strides[-1] != item:
@@ -248,5 +259,5 @@ def class_rows(
         base = as_strided(start, shape=(span,), strides=(item,), writeable=writeable)
         if not writeable:
             base = _readonly(base)
-        described.append(RowOperand(base, (rows - 1) * -stride if stride < 0 else 0, stride))
-    return rows, cols, described
+        described[names[i]] = RowOperand(base, (rows - 1) * -stride if stride < 0 else 0, stride)
+    return Plan(rows, cols, described)

@@ -18,11 +18,14 @@ the kernels, so the branch folds away):
   as they do for libm.
 
 The coefficients are Chebyshev fits (``mpmath.chebyfit``, 80 digits), near-minimax; the relative
-error of each approximation is listed next to it. ``_fit.py`` recomputes them, and the tests
+error of each approximation is listed next to it. ``fit`` recomputes them, and the tests
 check both the coefficients and the errors.
 
+Also the small helpers both families' kernels use: ``is_float64`` (the compile-time choice of
+the float64 path), ``any_nan``, ``two_sum``, ``add_reassoc``, ``max_nan``/``min_nan``, ``fma``.
+
 numba's on-disk cache tracks the source file of each compiled function, not of the functions it
-inlines: after editing this file, delete ``_kernels/__pycache__`` (or touch ``_logistic.py``).
+inlines: after editing this file, delete the families' ``_losses/*/__pycache__``.
 """
 
 from __future__ import annotations
@@ -31,40 +34,40 @@ import math
 
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 # --- Bit manipulation and fused multiply-add ---------------------------------------------------
 
 
 @intrinsic
-def _float_from_bits(typingctx, bits):  # type: ignore[no-untyped-def]
+def _float_from_bits(typingctx, bits):
     """Reinterpret an int64 as a float64 (an LLVM bitcast, which vectorises)."""
     sig = types.float64(types.int64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen
 
 
 @intrinsic
-def _bits_from_float(typingctx, value):  # type: ignore[no-untyped-def]
+def _bits_from_float(typingctx, value):
     """Reinterpret a float64 as an int64."""
     sig = types.int64(types.float64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.IntType(64))
 
     return sig, codegen
 
 
 @intrinsic
-def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+def fma(typingctx, a, b, c):
     """``a * b + c`` rounded once (``llvm.fma.f64``: one instruction on every x86-64 with FMA3,
     a correctly rounded libm call elsewhere)."""
     sig = types.float64(types.float64, types.float64, types.float64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         double = ir.DoubleType()
         fnty = ir.FunctionType(double, [double, double, double])
         fn = builder.module.declare_intrinsic("llvm.fma", [double], fnty)
@@ -74,7 +77,7 @@ def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def add_reassoc(typingctx, a, b):  # type: ignore[no-untyped-def]
+def add_reassoc(typingctx, a, b):
     """``a + b`` that LLVM may reassociate (the ``reassoc`` fast-math flag on this addition only).
 
     A running sum ``s = add_reassoc(s, t)`` in a loop is then a reduction LLVM vectorises (into
@@ -85,7 +88,7 @@ def add_reassoc(typingctx, a, b):  # type: ignore[no-untyped-def]
     """
     sig = types.float64(types.float64, types.float64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         result = builder.fadd(args[0], args[1])
         result.flags.append("reassoc")
         return result
@@ -94,12 +97,12 @@ def add_reassoc(typingctx, a, b):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def max_nan(typingctx, a, b):  # type: ignore[no-untyped-def]
+def max_nan(typingctx, a, b):
     """The larger of ``a`` and ``b``, NaN if either is (``llvm.maximum.f64``), which LLVM
     vectorises as a reduction (a compare-and-select maximum it does not)."""
     sig = types.float64(types.float64, types.float64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         double = ir.DoubleType()
         fnty = ir.FunctionType(double, [double, double])
         fn = builder.module.declare_intrinsic("llvm.maximum", [double], fnty)
@@ -109,18 +112,43 @@ def max_nan(typingctx, a, b):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def min_nan(typingctx, a, b):  # type: ignore[no-untyped-def]
+def min_nan(typingctx, a, b):
     """The smaller of ``a`` and ``b``, NaN if either is (``llvm.minimum.f64``): see
     :func:`max_nan`."""
     sig = types.float64(types.float64, types.float64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         double = ir.DoubleType()
         fnty = ir.FunctionType(double, [double, double])
         fn = builder.module.declare_intrinsic("llvm.minimum", [double], fnty)
         return builder.call(fn, args)
 
     return sig, codegen
+
+
+def is_float64(a):  # pragma: no cover - replaced in numba
+    """In a kernel: whether the array ``a`` holds float64, a compile-time constant (float64
+    data takes the wide, float64-accurate path)."""
+    raise NotImplementedError
+
+
+@overload(is_float64, inline="always")
+def _is_float64_impl(a):
+    wide = isinstance(a, types.Array) and a.dtype == types.float64
+    if wide:
+        return lambda a: True
+    return lambda a: False
+
+
+@njit(inline="always", error_model="numpy")
+def any_nan(a):
+    """Whether the 1-D array ``a`` holds a NaN: a pass over a tile or row while it is in cache
+    (the kernels mark the rare elements they recompute as NaN), cheaper than a reduction in the
+    main loop (measured)."""
+    found = False
+    for j in range(a.size):
+        found |= a[j] != a[j]
+    return found
 
 
 @njit(inline="always", error_model="numpy")
@@ -174,7 +202,7 @@ _EXP_PRECISE = (
 # Floor of the narrow (float16/bfloat16/float32 results) exp: e^-708 is still a normal float64,
 # so 2^k is one bit pattern. What it leaves out, e^t < 3.3e-308, is below half the smallest
 # float32 subnormal even after scaling by the largest float32 weight (3.4e38), so no narrow result
-# can see it (see the narrow elements in ``_logistic``).
+# can see it (see the narrow elements of the logistic kernels).
 _EXP_FLOOR_NARROW = -708.0
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._kernels import drivers, layout, runtime
+from ..._kernels import drivers, runtime
 from . import kernel as logistic_kernel
 
 __all__ = ["logistic_grad_logits", "logistic_loss", "logistic_loss_and_grad", "logistic_loss_sum"]
@@ -23,16 +23,15 @@ def logistic_loss(
 ) -> np.ndarray:
     """Elementwise sigmoid (``q is None``) or weighted cross-entropy from logits ``x``.
 
-    The kernel version of ``_reference.logistic`` (formula: ``_formulas.logistic_loss``).
+    The kernel version of ``reference.logistic`` (formula: ``formula.logistic_loss``).
     ``z`` (labels) and ``q`` (``pos_weight``: a scalar, per class, per element, anything that
     broadcasts to ``x`` without enlarging it) are cast to ``x``'s dtype first, as TensorFlow
     does. ``out``, if given, must be a writeable array of ``x``'s dtype and shape; it may be
     ``x`` itself. Returns ``out`` or a new array.
     """
     x, z, q, _, out = drivers.arguments("logistic_loss", x, z, q, None, out)
-    return drivers.run_pair(
-        logistic_kernel.loss_serial, logistic_kernel.loss_parallel, x, [z, q], out
-    )
+    (loss,) = drivers.elementwise(x, {"z": z, "q": q}, {"out": out}, kernels=logistic_kernel.loss)
+    return loss
 
 
 def logistic_grad_logits(
@@ -44,48 +43,27 @@ def logistic_grad_logits(
 ) -> np.ndarray:
     """``upstream * d loss / d x`` of :func:`logistic_loss`, elementwise.
 
-    The kernel version of ``_reference.logistic_grad(..., wrt="logits")`` (formula:
-    ``_formulas.logistic_grad_logits``): ``(1 - z) sigma(x) - q z sigma(-x)``, times
+    The kernel version of ``reference.logistic_grad(..., wrt="logits")`` (formula:
+    ``formula.logistic_grad_logits``): ``(1 - z) sigma(x) - q z sigma(-x)``, times
     ``upstream`` (``None`` = ones; anything that broadcasts to ``x``), rounded once.
     """
     x, z, q, upstream, out = drivers.arguments("logistic_grad_logits", x, z, q, upstream, out)
-    kernels = (logistic_kernel.grad_serial, logistic_kernel.grad_parallel)
-    return drivers.run_pair(*kernels, x, [z, q, upstream], out)
+    (grad,) = drivers.elementwise(
+        x, {"z": z, "q": q, "u": upstream}, {"out": out}, kernels=logistic_kernel.grad
+    )
+    return grad
 
 
 def logistic_loss_and_grad(x: np.ndarray, z: Any, q: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """``(logistic_loss(x, z, q), logistic_grad_logits(x, z, q))`` in one pass: each element
     is read once for both (the caller multiplies the gradient by its upstream later). The
     same element formulas as the two separate kernels: the same numbers."""
-    fn = "logistic_loss_and_grad"
-    x, z, q, _, _ = drivers.arguments(fn, x, z, q, None, None)
-    if drivers.dtype_name(x.dtype) in drivers.THROUGH_FLOAT32:
-        loss, grad = logistic_loss_and_grad(x.astype(np.float32), z.astype(np.float32),
-                                            q.astype(np.float32))  # fmt: skip
-        with np.errstate(over="ignore"):
-            return loss.astype(x.dtype), grad.astype(x.dtype)
+    x, z, q, _, _ = drivers.arguments("logistic_loss_and_grad", x, z, q, None, None)
     # In the logits' memory order (a transposed input gives transposed outputs: no copy back).
-    loss, grad = np.empty_like(x), np.empty_like(x)
-    if not x.size:
-        return loss, grad
-    operands = [(x, False, False), (z, False, False), (q, True, False)]
-    operands += [(loss, False, True), (grad, False, True)]
-    plan, arrays = layout.plan(x, operands)
-    for piece in layout.group_rows(plan, runtime.TILE):
-        kernel = runtime.pick(
-            logistic_kernel.both_serial, logistic_kernel.both_parallel, piece.rows * piece.cols
-        )
-        logits, labels, weight, loss_op, grad_op = piece.operands
-        args = (
-            logits.base, logits.row_stride, labels.base, labels.row_stride,
-            weight.base, weight.row_stride, weight.varies, loss_op.base, loss_op.row_stride,
-            grad_op.base, grad_op.row_stride, piece.rows, piece.cols, runtime.TILE,
-        )  # fmt: skip
-        runtime.call(kernel, (x.dtype.char,), args)
-    # An output replaced by a contiguous copy (x not walkable as it is) is copied back.
-    for target, used in zip((loss, grad), arrays[-2:], strict=True):
-        if used is not target:
-            target[...] = used
+    loss, grad = drivers.elementwise(
+        x, {"z": z, "q": q}, {"loss": None, "grad": None}, kernels=logistic_kernel.both,
+        x_order=True,
+    )  # fmt: skip
     return loss, grad
 
 
@@ -105,33 +83,36 @@ def logistic_loss_sum(
     """
     fn = "logistic_loss_sum"
     x, z, q, _, _ = drivers.arguments(fn, x, z, q, None, None)
-    # Without weights and smoothing the kernel is compiled without them (w None): a shorter loop.
-    plain = weight is None and not smoothing
     w = drivers.operand(fn, "weight", 1.0 if weight is None else weight, x, elementwise=False)
-    if drivers.dtype_name(x.dtype) in drivers.THROUGH_FLOAT32:
-        x, z, q, w = (a.astype(np.float32) for a in (x, z, q, w))
+    # Without weights and smoothing the kernel without them: a shorter loop.
+    plain = weight is None and not smoothing
+    return _loss_sum(x, {"z": z, "q": q, "w": w}, {}, plain=plain, smoothing=smoothing)
+
+
+@drivers.through_float32
+def _loss_sum(
+    x: np.ndarray,
+    inputs: dict[str, np.ndarray],
+    outs: dict[str, np.ndarray],
+    *,
+    plain: bool,
+    smoothing: float,
+) -> tuple[float, float]:
+    """:func:`logistic_loss_sum` once its operands are checked (``outs``: none)."""
     if not x.size:
         return 0.0, 0.0
+    kernels = logistic_kernel.loss_sum if plain else logistic_kernel.weighted_loss_sum
+    if plain:
+        inputs = {"z": inputs["z"], "q": inputs["q"]}
     a, b = 1.0 - smoothing, smoothing / 2
     partials = []
-    operands = [(x, False, False), (z, False, False), (q, True, False), (w, True, False)]
-    plan, _ = layout.plan(x, operands[:3] if plain else operands)
-    for piece in layout.group_rows(plan, runtime.TILE):
-        kernel = runtime.pick(
-            logistic_kernel.sum_serial, logistic_kernel.sum_parallel, piece.rows * piece.cols
-        )
-        tiles = piece.rows * -(-piece.cols // runtime.TILE)
-        partial = np.empty((tiles, 2), np.float64)
-        logits, labels, pos, *weights = piece.operands
-        wargs = (None, 0, False) if plain else (
-            weights[0].base, weights[0].row_stride, weights[0].varies
-        )  # fmt: skip
-        args = (
-            logits.base, logits.row_stride, labels.base, labels.row_stride,
-            pos.base, pos.row_stride, pos.varies, *wargs,
-            a, b, partial, piece.rows, piece.cols, runtime.TILE,
-        )  # fmt: skip
-        runtime.call(kernel, (x.dtype.char, plain), args)
+
+    def values(piece: Any) -> dict[str, Any]:
+        partial = np.empty((piece.rows * -(-piece.cols // runtime.TILE), 2), np.float64)
         partials.append(partial)
+        return {"partial": partial} if plain else {"partial": partial, "a": a, "b": b}
+
+    pieces, _ = drivers.tiles(kernels, x, inputs, outs)
+    drivers.launch(kernels, pieces, values)
     sums = np.concatenate(partials)
     return math.fsum(sums[:, 0].tolist()), math.fsum(sums[:, 1].tolist())

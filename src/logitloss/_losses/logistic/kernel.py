@@ -1,11 +1,13 @@
 """numba kernels for the logistic (sigmoid and weighted) cross-entropy and its gradient.
 
-Each kernel works on 2-D "row" views prepared by ``_layout``: every operand is a 1-D contiguous
-base array, a row stride and, for ``pos_weight`` and ``upstream``, a flag saying whether they vary
-along the row (per element or per class) or are constant along it (a scalar, or per row). Rows
-are cut into tiles and the tiles shared between the threads (``prange``); within a tile every
-operand is a contiguous slice, which is what lets LLVM vectorise the loop (indexing the base with
-``offset + j`` makes numba emit gathers for its negative-index check: 3x slower, measured).
+Each kernel works on 2-D "row" views prepared by ``_kernels.layout``: every operand is a
+``layout.Operand``, a 1-D contiguous base array, a row stride and, for ``pos_weight``,
+``upstream`` and the reduction's weights, a flag saying whether they vary along the row (per
+element or per class) or are constant along it (a scalar, or per row). A kernel's operands come
+in a NamedTuple (:class:`LossOperands` ...). Rows are cut into tiles; this module writes what one
+tile does, and ``_kernels.loops.over_tiles`` makes each tile function a serial and a parallel
+kernel (the tiles shared among numba's threads). Within a tile every operand is a contiguous
+slice (``loops.span``), which is what lets LLVM vectorise the loop.
 
 Inputs are loaded in their dtype, computed in float64 and stored rounded once.
 """
@@ -15,13 +17,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit
 
 from ..._core import compensated
+from ..._kernels.loops import (
+    BROADCAST,
+    ELEMENTWISE,
+    VALUE,
+    operands,
+    over_tiles,
+    span,
+    span_or_first,
+)
 from ..._kernels.vector_math import (
     LN3,
     add_reassoc,
+    any_nan,
     exp_expm1_nonpos,
     exp_nonpos,
     fma,
@@ -30,20 +41,6 @@ from ..._kernels.vector_math import (
 )
 
 _NAN = math.nan
-_OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
-
-
-def _is_float64(a):  # type: ignore[no-untyped-def]  # pragma: no cover - replaced in numba
-    raise NotImplementedError
-
-
-@overload(_is_float64, inline="always")
-def _is_float64_impl(a):  # type: ignore[no-untyped-def]
-    """A compile-time constant: float64 data takes the wide (float64-accurate) path."""
-    wide = isinstance(a, types.Array) and a.dtype == types.float64
-    if wide:
-        return lambda a: True
-    return lambda a: False
 
 
 # --- One element -------------------------------------------------------------------------------
@@ -55,7 +52,7 @@ _EXP_NEG_FAR = math.exp(-_FAR)
 @njit(inline="always", error_model="numpy")
 def loss_wide(x: float, z: float, q: float) -> float:
     """The weighted logistic loss of one float64 element; mirrors
-    ``logistic.formula.logistic_loss``.
+    ``formula.logistic_loss``.
 
     ``q z softplus(-x) + (1 - z) softplus(x)`` as ``(1 - z) x + l log1p(e^-x)`` for ``x >= 0``
     and ``q z (-x) + l log1p(e^x)`` for ``x < 0``, ``l = (1 - z) + q z``: all terms
@@ -110,7 +107,7 @@ def loss_narrow(x: float, z: float, q: float) -> float:
 @njit(inline="always", error_model="numpy")
 def grad_element(x: float, z: float, q: float, wide: bool) -> tuple[float, bool]:
     """``d/dx`` of the loss of one element, and whether it lies next to the gradient's zero;
-    mirrors ``logistic_formula.logistic_grad_logits``.
+    mirrors ``formula.logistic_grad_logits``.
 
     ``(1 - z) sigma(x) - q z sigma(-x)``, with ``l = (1 - z) + q z`` and ``s = e / (1 + e)``,
     ``e = e^-|x|``: ``(l/2) tanh(x/2) + ((1 - z) - q z)/2`` for ``|x| < ln 3``,
@@ -220,7 +217,7 @@ def exp_dd(a: float) -> tuple[float, float]:
 @njit(error_model="numpy")
 def grad_near_zero(x: float, z: float, q: float) -> float:
     """``d/dx`` next to its zero: ``+-(R - P e) / (1 + e)``, ``e = e^-|x|``, the numerator in
-    double-float; mirrors ``logistic_formula.near_zero_logistic_grad``."""
+    double-float; mirrors ``formula.near_zero_logistic_grad``."""
     nonneg = x >= 0.0
     eh, el = exp_dd(-min(abs(x), 745.0))
     ah, al = two_sum(1.0, -z)
@@ -233,51 +230,62 @@ def grad_near_zero(x: float, z: float, q: float) -> float:
     return grad if nonneg else -grad
 
 
+# --- Operands ----------------------------------------------------------------------------------
+#
+# ``x`` (logits), ``z`` (labels) and the outputs vary along the row; ``q`` (pos_weight), ``u``
+# (upstream) and ``w`` (weights) may be constant along it. ``partial``: a ``(tiles, 2)`` float64
+# array, a row per tile; ``a``, ``b``: the labels ``a z + b`` (smoothing).
+
+LossOperands = operands(
+    "LossOperands", __name__, x=ELEMENTWISE, z=ELEMENTWISE, q=BROADCAST, out=ELEMENTWISE
+)
+GradOperands = operands(
+    "GradOperands", __name__, x=ELEMENTWISE, z=ELEMENTWISE, q=BROADCAST, u=BROADCAST,
+    out=ELEMENTWISE,
+)  # fmt: skip
+BothOperands = operands(
+    "BothOperands", __name__, x=ELEMENTWISE, z=ELEMENTWISE, q=BROADCAST, loss=ELEMENTWISE,
+    grad=ELEMENTWISE,
+)  # fmt: skip
+SumOperands = operands(
+    "SumOperands", __name__, x=ELEMENTWISE, z=ELEMENTWISE, q=BROADCAST, partial=VALUE
+)
+WeightedSumOperands = operands(
+    "WeightedSumOperands", __name__, x=ELEMENTWISE, z=ELEMENTWISE, q=BROADCAST, w=BROADCAST,
+    a=VALUE, b=VALUE, partial=VALUE,
+)  # fmt: skip
+
+
 # --- Tiles -------------------------------------------------------------------------------------
 
 
-@njit(inline="always", error_model="numpy")
-def _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, c0, c1, wide):  # type: ignore[no-untyped-def]
-    xs = x[row * xrs + c0 : row * xrs + c1]
-    zs = z[row * zrs + c0 : row * zrs + c1]
-    os = out[row * ors + c0 : row * ors + c1]
+@over_tiles(LossOperands)
+def loss(x, x_stride, z, z_stride, q, q_stride, q_varies, out, out_stride, t, row, c0, c1, wide):
+    """The loss over one tile."""
+    xs = span(x, x_stride, row, c0, c1)
+    zs = span(z, z_stride, row, c0, c1)
+    os = span(out, out_stride, row, c0, c1)
     if q_varies:
-        qs = q[row * qrs + c0 : row * qrs + c1]
+        qs = span(q, q_stride, row, c0, c1)
         for j in range(xs.size):
             os[j] = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
     else:
-        qv = np.float64(q[row * qrs])
+        qv = np.float64(q[row * q_stride])
         for j in range(xs.size):
             os[j] = loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
 
 
-@njit(parallel=True, **_OPTIONS)
-def loss_parallel(x, xrs, z, zrs, q, qrs, q_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """The loss over ``rows x cols`` elements, tiles shared among numba's threads."""
-    wide = _is_float64(x)
-    per_row = (cols + tile - 1) // tile
-    for t in prange(rows * per_row):
-        row = t // per_row
-        c0 = (t - row * per_row) * tile
-        c1 = min(cols, c0 + tile)
-        _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, c0, c1, wide)
-
-
-@njit(**_OPTIONS)
-def loss_serial(x, xrs, z, zrs, q, qrs, q_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """:func:`loss_parallel` on the calling thread (small inputs: no thread hand-off)."""
-    wide = _is_float64(x)
-    for row in range(rows):
-        _loss_tile(x, xrs, z, zrs, q, qrs, q_varies, out, ors, row, 0, cols, wide)
-
-
-@njit(inline="always", error_model="numpy")
-def _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, c0, c1, wide):  # type: ignore[no-untyped-def]
-    xs = x[row * xrs + c0 : row * xrs + c1]
-    zs = z[row * zrs + c0 : row * zrs + c1]
-    os = out[row * ors + c0 : row * ors + c1]
-    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
-    us = u[row * urs + c0 : row * urs + c1] if u_varies else u[row * urs : row * urs + 1]
+@over_tiles(GradOperands)
+def grad(
+    x, x_stride, z, z_stride, q, q_stride, q_varies, u, u_stride, u_varies, out, out_stride,
+    t, row, c0, c1, wide,
+):  # fmt: skip
+    """``upstream * d loss / d x`` over one tile."""
+    xs = span(x, x_stride, row, c0, c1)
+    zs = span(z, z_stride, row, c0, c1)
+    os = span(out, out_stride, row, c0, c1)
+    qs = span_or_first(q, q_stride, q_varies, row, c0, c1)
+    us = span_or_first(u, u_stride, u_varies, row, c0, c1)
     # Four copies of the loop, so that a constant pos_weight or upstream is a register, not a
     # load (and the loops vectorise without a select on the layout). An element next to the
     # gradient's zero (narrow inputs only) is stored as NaN and recomputed after the loop.
@@ -302,23 +310,12 @@ def _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row
             for j in range(xs.size):
                 g, d = grad_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
                 os[j] = _NAN if d else g * uv
-    if not wide and _any_nan(os):
+    if not wide and any_nan(os):
         _fix_near_zero(xs, zs, qs, q_varies, us, u_varies, os)
 
 
-@njit(inline="always", error_model="numpy")
-def _any_nan(os):  # type: ignore[no-untyped-def]
-    """Whether a tile's output holds a NaN: the mark of an element next to the gradient's zero
-    (or a true NaN), a second pass over the tile while it is in cache, cheaper than a reduction
-    in the main loop (measured)."""
-    found = False
-    for j in range(os.size):
-        found |= os[j] != os[j]
-    return found
-
-
 @njit(error_model="numpy")
-def _fix_near_zero(xs, zs, qs, q_varies, us, u_varies, os):  # type: ignore[no-untyped-def]
+def _fix_near_zero(xs, zs, qs, q_varies, us, u_varies, os):
     """The marked (NaN) elements of a tile: next to the gradient's zero, recomputed in
     double-float; the others (NaN inputs) recomputed as they were. Rare, scalar."""
     for j in range(xs.size):
@@ -331,37 +328,21 @@ def _fix_near_zero(xs, zs, qs, q_varies, us, u_varies, os):  # type: ignore[no-u
         os[j] = g * np.float64(us[j] if u_varies else us[0])
 
 
-@njit(parallel=True, **_OPTIONS)
-def grad_parallel(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """``upstream * d loss / d x`` over ``rows x cols`` elements, tiles shared among threads."""
-    wide = _is_float64(x)
-    per_row = (cols + tile - 1) // tile
-    for t in prange(rows * per_row):
-        row = t // per_row
-        c0 = (t - row * per_row) * tile
-        c1 = min(cols, c0 + tile)
-        _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, c0, c1, wide)
-
-
-@njit(**_OPTIONS)
-def grad_serial(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """:func:`grad_parallel` on the calling thread."""
-    wide = _is_float64(x)
-    for row in range(rows):
-        _grad_tile(x, xrs, z, zrs, q, qrs, q_varies, u, urs, u_varies, out, ors, row, 0, cols, wide)
-
-
 # --- Loss and gradient together ----------------------------------------------------------------
 
 
-@njit(inline="always", error_model="numpy")
-def _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, c0, c1, wide):  # type: ignore[no-untyped-def]
-    """The loss and ``d loss / d x`` of one tile, each element read once for both."""
-    xs = x[row * xrs + c0 : row * xrs + c1]
-    zs = z[row * zrs + c0 : row * zrs + c1]
-    ls = loss[row * lrs + c0 : row * lrs + c1]
-    gs = grad[row * grs + c0 : row * grs + c1]
-    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
+@over_tiles(BothOperands)
+def both(
+    x, x_stride, z, z_stride, q, q_stride, q_varies, loss, loss_stride, grad, grad_stride,
+    t, row, c0, c1, wide,
+):  # fmt: skip
+    """The loss and ``d loss / d x`` (per unit upstream) of one tile, each element read once
+    for both."""
+    xs = span(x, x_stride, row, c0, c1)
+    zs = span(z, z_stride, row, c0, c1)
+    ls = span(loss, loss_stride, row, c0, c1)
+    gs = span(grad, grad_stride, row, c0, c1)
+    qs = span_or_first(q, q_stride, q_varies, row, c0, c1)
     if q_varies:
         for j in range(xs.size):
             a, b, c = np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j])
@@ -375,34 +356,39 @@ def _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, c0, 
             ls[j] = loss_element(a, b, qv, wide)
             g, d = grad_element(a, b, qv, wide)
             gs[j] = _NAN if d else g
-    if not wide and _any_nan(gs):
+    if not wide and any_nan(gs):
         _fix_near_zero(xs, zs, qs, q_varies, _ONE, False, gs)
 
 
 _ONE = np.ones(1)
 
 
-@njit(parallel=True, **_OPTIONS)
-def both_parallel(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """The loss and its logit gradient (per unit upstream), tiles shared among threads."""
-    wide = _is_float64(x)
-    per_row = (cols + tile - 1) // tile
-    for t in prange(rows * per_row):
-        row = t // per_row
-        c0 = (t - row * per_row) * tile
-        c1 = min(cols, c0 + tile)
-        _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, c0, c1, wide)
-
-
-@njit(**_OPTIONS)
-def both_serial(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """:func:`both_parallel` on the calling thread."""
-    wide = _is_float64(x)
-    for row in range(rows):
-        _both_tile(x, xrs, z, zrs, q, qrs, q_varies, loss, lrs, grad, grs, row, 0, cols, wide)
-
-
 # --- Reduced: the sum of the loss, never written per element ------------------------------------
+#
+# Per tile, the float64 partial sums of ``w * loss`` and of ``w`` into row ``t`` of
+# ``partial`` (the caller adds them: a fixed order, so the result does not depend on how the
+# threads shared the tiles; the serial kernel adds the same tiles). Reassociable sums within a
+# tile: LLVM vectorises them. One loop per case of ``q`` and ``w`` varying along the row or not:
+# a select in the index would stop that.
+
+
+@over_tiles(SumOperands)
+def loss_sum(x, x_stride, z, z_stride, q, q_stride, q_varies, partial, t, row, c0, c1, wide):
+    """``(sum of loss, number of elements)`` over one tile: no weights, no smoothing."""
+    xs = span(x, x_stride, row, c0, c1)
+    zs = span(z, z_stride, row, c0, c1)
+    qs = span_or_first(q, q_stride, q_varies, row, c0, c1)
+    total = 0.0
+    if q_varies:
+        for j in range(xs.size):
+            value = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
+            total = add_reassoc(total, value)
+    else:
+        qv = np.float64(qs[0])
+        for j in range(xs.size):
+            value = loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
+            total = add_reassoc(total, value)
+    partial[t, 0], partial[t, 1] = total, np.float64(xs.size)
 
 
 @njit(inline="always", error_model="numpy")
@@ -412,34 +398,24 @@ def _weighted(w: float, loss: float) -> float:
 
 
 @njit(inline="always", error_model="numpy")
-def _term(x, z, q, w, a, b, wide):  # type: ignore[no-untyped-def]
+def _term(x, z, q, w, a, b, wide):
     """One element's ``w * loss`` with the label ``a z + b`` (smoothing), in float64."""
     loss = loss_element(np.float64(x), a * np.float64(z) + b, np.float64(q), wide)
     return _weighted(np.float64(w), loss)
 
 
-@njit(inline="always", error_model="numpy")
-def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide):  # type: ignore[no-untyped-def]
-    """``(sum of w * loss, sum of w)`` over one tile in float64, with labels ``a z + b``
-    (label smoothing; ``w`` None: weight 1, no smoothing), reassociable sums: LLVM vectorises
-    them. One loop per case of ``q`` and ``w`` varying along the row or not: a select in the
-    index would stop that."""
-    xs = x[row * xrs + c0 : row * xrs + c1]
-    zs = z[row * zrs + c0 : row * zrs + c1]
-    qs = q[row * qrs + c0 : row * qrs + c1] if q_varies else q[row * qrs : row * qrs + 1]
+@over_tiles(WeightedSumOperands)
+def weighted_loss_sum(
+    x, x_stride, z, z_stride, q, q_stride, q_varies, w, w_stride, w_varies, a, b, partial,
+    t, row, c0, c1, wide,
+):  # fmt: skip
+    """``(sum of w * loss, sum of w)`` over one tile, with labels ``a z + b`` (label
+    smoothing)."""
+    xs = span(x, x_stride, row, c0, c1)
+    zs = span(z, z_stride, row, c0, c1)
+    qs = span_or_first(q, q_stride, q_varies, row, c0, c1)
+    ws = span_or_first(w, w_stride, w_varies, row, c0, c1)
     total = 0.0
-    if w is None:  # no weights, no smoothing: a compile-time branch, the plain loss alone
-        if q_varies:
-            for j in range(xs.size):
-                value = loss_element(np.float64(xs[j]), np.float64(zs[j]), np.float64(qs[j]), wide)
-                total = add_reassoc(total, value)
-        else:
-            qv = np.float64(qs[0])
-            for j in range(xs.size):
-                value = loss_element(np.float64(xs[j]), np.float64(zs[j]), qv, wide)
-                total = add_reassoc(total, value)
-        return total, np.float64(xs.size)
-    ws = w[row * wrs + c0 : row * wrs + c1] if w_varies else w[row * wrs : row * wrs + 1]
     weights = 0.0
     if q_varies and w_varies:
         for j in range(xs.size):
@@ -457,42 +433,4 @@ def _sum_tile(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0,
             total = add_reassoc(total, _term(xs[j], zs[j], qs[0], ws[0], a, b, wide))
     if not w_varies:
         weights = np.float64(ws[0]) * xs.size
-    return total, weights
-
-
-@njit(inline="always", error_model="numpy")
-def _sum_tile_number(
-    x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
-):  # type: ignore[no-untyped-def]
-    """Tile ``t`` (tiles numbered row by row, ``ceil(cols / tile)`` a row) into ``out[t]``: the
-    one numbering of both sum kernels, so that they add the same partial sums."""
-    per_row = (cols + tile - 1) // tile
-    row = t // per_row
-    c0 = (t - row * per_row) * tile
-    c1 = min(cols, c0 + tile)
-    out[t, 0], out[t, 1] = _sum_tile(
-        x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, row, c0, c1, wide
-    )
-
-
-@njit(parallel=True, **_OPTIONS)
-def sum_parallel(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """Per tile, the float64 partial sums of ``w * loss`` and of ``w`` into a row of ``out``
-    (the caller adds them:
-    a fixed order, so the result does not depend on how the threads shared the tiles)."""
-    wide = _is_float64(x)
-    for t in prange(rows * -(-cols // tile)):
-        _sum_tile_number(
-            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
-        )
-
-
-@njit(**_OPTIONS)
-def sum_serial(x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, rows, cols, tile):  # type: ignore[no-untyped-def]
-    """:func:`sum_parallel` on the calling thread, the same tiles (so the same partial sums and
-    the same result for any thread count)."""
-    wide = _is_float64(x)
-    for t in range(rows * -(-cols // tile)):
-        _sum_tile_number(
-            x, xrs, z, zrs, q, qrs, q_varies, w, wrs, w_varies, a, b, out, t, cols, tile, wide
-        )
+    partial[t, 0], partial[t, 1] = total, weights

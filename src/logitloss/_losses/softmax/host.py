@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._kernels import drivers, layout, runtime
+from ..._kernels import drivers, layout
 from . import kernel as softmax_kernel
 
 __all__ = [
@@ -29,7 +29,7 @@ def softmax_loss(
 ) -> np.ndarray:
     """Softmax cross-entropy of logits ``x`` against soft labels ``z`` along ``axis``.
 
-    The kernel version of ``_reference.softmax`` (formula: ``_formulas.softmax_loss``): float16,
+    The kernel version of ``reference.softmax`` (formula: ``formula.softmax_loss``): float16,
     bfloat16 and float32 within 1 ULP of the exact value, float64 within a few ULP, the exact
     limits at infinite logits, NaN for rows without a limit. ``z`` must broadcast to ``x``'s
     shape (it is cast to ``x``'s dtype; one row of labels shared by every row is read in
@@ -40,7 +40,9 @@ def softmax_loss(
     x, axis = _softmax_logits(fn, x, axis)
     z = _soft_labels(fn, z, x)
     out = drivers.output(fn, "out", out, x.dtype, drivers.loss_shape(x, axis), wide_ok=True)
-    loss, _ = _softmax_run(x, z, None, axis, None, out, None, want_loss=True, want_grad=False)
+    loss, _ = _softmax_run(
+        x, {"z": z}, {"loss": out, "grad": None}, axis=axis, want_loss=True, want_grad=False
+    )
     return loss
 
 
@@ -52,7 +54,7 @@ def softmax_grad_logits(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``upstream * d loss / d x`` of :func:`softmax_loss`: ``(softmax(x) sum(z) - z) *
-    upstream``, the true derivative for labels of any sum (``_formulas.softmax_grad_logits``).
+    upstream``, the true derivative for labels of any sum (``formula.softmax_grad_logits``).
 
     ``upstream``: ``None`` (ones) or anything that broadcasts to the loss's shape (one value per
     row). ``out``: ``x``'s dtype and shape.
@@ -62,7 +64,10 @@ def softmax_grad_logits(
     z = _soft_labels(fn, z, x)
     upstream = drivers.per_row(fn, upstream, x, axis)
     out = drivers.output(fn, "out", out, x.dtype, x.shape)
-    _, grad = _softmax_run(x, z, None, axis, upstream, None, out, want_loss=False, want_grad=True)
+    _, grad = _softmax_run(
+        x, {"z": z, "u": upstream}, {"loss": None, "grad": out}, axis=axis, want_loss=False,
+        want_grad=True,
+    )  # fmt: skip
     return grad
 
 
@@ -73,26 +78,32 @@ def softmax_loss_and_grad(x: np.ndarray, z: Any, axis: int = -1) -> tuple[np.nda
     x, axis = _softmax_logits(fn, x, axis)
     z = _soft_labels(fn, z, x)
     ones = drivers.per_row(fn, None, x, axis)
-    loss, grad = _softmax_run(x, z, None, axis, ones, None, None, want_loss=True, want_grad=True)
+    loss, grad = _softmax_run(
+        x, {"z": z, "u": ones}, {"loss": None, "grad": None}, axis=axis, want_loss=True,
+        want_grad=True,
+    )  # fmt: skip
     return loss, grad
 
 
 def sparse_softmax_loss(x: np.ndarray, labels: Any, out: np.ndarray | None = None) -> np.ndarray:
     """Softmax cross-entropy against integer ``labels`` (shape ``x.shape[:-1]``) over the last
-    axis of ``x`` (``_formulas.sparse_softmax_loss``); NaN for a row whose label is not in
+    axis of ``x`` (``formula.sparse_softmax_loss``); NaN for a row whose label is not in
     ``[0, num_classes)``, as the reference's ``_nan_out_of_range``."""
     fn = "sparse_softmax_loss"
     x, _ = _softmax_logits(fn, x, -1)
     labels = _integer_labels(fn, labels, x)
     out = drivers.output(fn, "out", out, x.dtype, x.shape[:-1], wide_ok=True)
-    loss, _ = _softmax_run(x, None, labels, -1, None, out, None, want_loss=True, want_grad=False)
+    loss, _ = _softmax_run(
+        x, {"labels": labels}, {"loss": out, "grad": None}, axis=-1, want_loss=True,
+        want_grad=False,
+    )  # fmt: skip
     return loss
 
 
 def sparse_softmax_grad_logits(
     x: np.ndarray, labels: Any, upstream: Any = None, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``upstream * (softmax(x) - one_hot(labels))`` (``_formulas.sparse_softmax_grad_logits``),
+    """``upstream * (softmax(x) - one_hot(labels))`` (``formula.sparse_softmax_grad_logits``),
     NaN in the rows of out-of-range labels."""
     fn = "sparse_softmax_grad_logits"
     x, _ = _softmax_logits(fn, x, -1)
@@ -100,8 +111,9 @@ def sparse_softmax_grad_logits(
     upstream = drivers.per_row(fn, upstream, x, x.ndim - 1)
     out = drivers.output(fn, "out", out, x.dtype, x.shape)
     _, grad = _softmax_run(
-        x, None, labels, -1, upstream, None, out, want_loss=False, want_grad=True
-    )
+        x, {"labels": labels, "u": upstream}, {"loss": None, "grad": out}, axis=-1,
+        want_loss=False, want_grad=True,
+    )  # fmt: skip
     return grad
 
 
@@ -112,7 +124,11 @@ def sparse_softmax_loss_and_grad(x: np.ndarray, labels: Any) -> tuple[np.ndarray
     x, _ = _softmax_logits(fn, x, -1)
     labels = _integer_labels(fn, labels, x)
     ones = drivers.per_row(fn, None, x, x.ndim - 1)
-    return _softmax_run(x, None, labels, -1, ones, None, None, want_loss=True, want_grad=True)
+    loss, grad = _softmax_run(
+        x, {"labels": labels, "u": ones}, {"loss": None, "grad": None}, axis=-1,
+        want_loss=True, want_grad=True,
+    )  # fmt: skip
+    return loss, grad
 
 
 def _softmax_logits(fn: str, x: Any, axis: int) -> tuple[np.ndarray, int]:
@@ -158,41 +174,22 @@ def _integer_labels(fn: str, labels: Any, x: np.ndarray) -> np.ndarray:
     return wide
 
 
+@drivers.through_float32
 def _softmax_run(
     x: np.ndarray,
-    z: np.ndarray | None,
-    labels: np.ndarray | None,
-    axis: int,
-    upstream: np.ndarray | None,
-    loss_out: np.ndarray | None,
-    grad_out: np.ndarray | None,
+    inputs: dict[str, np.ndarray],
+    outs: dict[str, np.ndarray | None],
     *,
+    axis: int,
     want_loss: bool,
     want_grad: bool,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Run the soft (``z``) or sparse (``labels``) kernels; returns ``(loss, grad)``, each
-    ``None`` unless wanted (into ``loss_out`` / ``grad_out`` where given)."""
+    """Run the soft (``inputs["z"]``) or sparse (``inputs["labels"]``) kernels, with the
+    upstream ``inputs["u"]`` (one per row) for the gradient; returns ``(loss, grad)``, each
+    ``None`` unless wanted (into ``outs["loss"]`` / ``outs["grad"]`` where given)."""
+    z, labels, upstream = inputs.get("z"), inputs.get("labels"), inputs.get("u")
+    loss_out, grad_out = outs["loss"], outs["grad"]
     axis %= x.ndim
-    if drivers.dtype_name(x.dtype) in drivers.THROUGH_FLOAT32:
-        wide_loss, wide_grad = _softmax_run(
-            x.astype(np.float32),
-            None if z is None else z.astype(np.float32),
-            labels,
-            axis,
-            None if upstream is None else upstream.astype(np.float32),
-            loss_out if drivers.is_wide(loss_out) else None,
-            None,
-            want_loss=want_loss,
-            want_grad=want_grad,
-        )
-        if drivers.is_wide(loss_out):
-            return loss_out, drivers.cast_into(wide_grad, grad_out, x.dtype) if want_grad else None
-        # A float32 result beyond the narrow range rounds to inf: correct, not worth a warning.
-        with np.errstate(over="ignore"):
-            return (
-                drivers.cast_into(wide_loss, loss_out, x.dtype) if want_loss else None,
-                drivers.cast_into(wide_grad, grad_out, x.dtype) if want_grad else None,
-            )
     moved_x = np.moveaxis(x, axis, -1)
     moved_z = None if z is None else np.moveaxis(z, axis, -1)
     loss = loss_out if want_loss else None
@@ -209,42 +206,47 @@ def _softmax_run(
             grad = np.moveaxis(np.empty(moved_x.shape, x.dtype), -1, axis)
     if moved_x.size == 0:
         return loss, grad
-    inputs = [moved_x] + ([moved_z] if moved_z is not None else [])
+    classes = {"x": moved_x} | ({} if moved_z is None else {"z": moved_z})
+    per_row = {name: a for name, a in (("labels", labels), ("u", upstream)) if a is not None}
     # Outputs written through a temporary where they overlap an input other than as the very
     # same view (the kernels read a row whole before writing it, element j of the gradient after
     # element j of the inputs), or where the kernels cannot write them in place.
     loss_target = loss
-    if loss is not None and any(np.may_share_memory(loss, a) for a in inputs):
+    if loss is not None and any(np.may_share_memory(loss, a) for a in classes.values()):
         loss_target = np.empty(loss.shape, loss_dtype)
     grad_target = None if grad is None else np.moveaxis(grad, axis, -1)
     if grad_target is not None and any(
         np.may_share_memory(grad_target, a) and not drivers.same_view(grad_target, a)
-        for a in inputs
+        for a in classes.values()
     ):
         grad_target = np.empty(moved_x.shape, x.dtype)
-    per_row_inputs = [a for a in (labels, upstream) if a is not None]
     for attempt in range(2):
-        full = [(a, False) for a in inputs]
+        full = {name: (a, False) for name, a in classes.items()}
         if grad_target is not None:
-            full.append((grad_target, True))
-        per_row = [(a, False) for a in per_row_inputs]
+            full["grad"] = (grad_target, True)
+        rows = {name: (a, False) for name, a in per_row.items()}
         if loss_target is not None:
-            per_row.append((loss_target, True))
+            rows["loss"] = (loss_target, True)
         try:
-            rows, cols, ops = layout.class_rows(full, per_row)
+            plan = layout.class_rows(full, rows)
             break
         except layout.LayoutError:
             if attempt:
                 raise AssertionError("unreachable: contiguous operands have rows") from None
-            inputs = [a if drivers.c_contiguous(a) else np.ascontiguousarray(a) for a in inputs]
-            per_row_inputs = [
-                a if drivers.c_contiguous(a) else np.ascontiguousarray(a) for a in per_row_inputs
-            ]
+            classes = {name: _contiguous(a) for name, a in classes.items()}
+            per_row = {name: _contiguous(a) for name, a in per_row.items()}
             if grad_target is not None and not drivers.c_contiguous(grad_target):
                 grad_target = np.empty(moved_x.shape, x.dtype)
             if loss_target is not None and not drivers.c_contiguous(loss_target):
                 loss_target = np.empty(loss_target.shape, loss_dtype)
-    _launch(ops, rows, cols, z is not None, want_loss, want_grad, x.dtype, loss_dtype)
+    soft = z is not None
+    if want_grad:
+        kernels = softmax_kernel.soft_grad if soft else softmax_kernel.sparse_grad
+        # Without a loss wanted, a one-element stand-in of the same type (one compiled kernel).
+        plan.operands.setdefault("loss", layout.RowOperand(np.empty(1, x.dtype), 0, 0))
+        drivers.launch(kernels, [plan], lambda _: {"want_loss": want_loss})
+    else:
+        drivers.launch(softmax_kernel.soft_loss if soft else softmax_kernel.sparse_loss, [plan])
     if loss is not None and loss_target is not loss:
         loss[...] = loss_target
     if grad is not None:
@@ -254,48 +256,5 @@ def _softmax_run(
     return loss, grad
 
 
-def _launch(
-    ops: list[layout.RowOperand],
-    rows: int,
-    cols: int,
-    soft: bool,
-    want_loss: bool,
-    want_grad: bool,
-    dtype: np.dtype,
-    loss_dtype: np.dtype | None,
-) -> None:
-    """Call the kernel for the operands ``class_rows`` described: ``[x, z?, grad?]`` then
-    ``[labels?, upstream?, loss?]``; ``loss_dtype`` may be float64 for narrower logits."""
-    ops = list(ops)
-    x = ops.pop(0)
-    z = ops.pop(0) if soft else None
-    grad = ops.pop(0) if want_grad else None
-    labels = None if soft else ops.pop(0)
-    upstream = ops.pop(0) if want_grad else None
-    loss = ops.pop(0) if want_loss else None
-    key = (dtype.char, "" if loss_dtype is None else loss_dtype.char)
-    size = rows * cols
-
-    def triple(op: layout.RowOperand) -> list[Any]:
-        return [op.base, op.offset, op.row_stride]
-
-    second = triple(z) if soft else triple(labels)
-    if not want_grad:
-        serial, parallel = (
-            (softmax_kernel.soft_loss_serial, softmax_kernel.soft_loss_parallel)
-            if soft
-            else (softmax_kernel.sparse_loss_serial, softmax_kernel.sparse_loss_parallel)
-        )
-        args = [*triple(x), *second, *triple(loss), rows, cols]
-    else:
-        serial, parallel = (
-            (softmax_kernel.soft_grad_serial, softmax_kernel.soft_grad_parallel)
-            if soft
-            else (softmax_kernel.sparse_grad_serial, softmax_kernel.sparse_grad_parallel)
-        )
-        # Without a loss wanted, a one-element stand-in of the same type (one compiled kernel).
-        loss_args = triple(loss) if loss is not None else [np.empty(1, dtype), 0, 0]
-        args = [*triple(x), *second, *triple(upstream), *loss_args, *triple(grad), rows, cols]
-        args.append(want_loss)
-    kernel = runtime.pick(serial, parallel, size)
-    runtime.call(kernel, key, tuple(args))
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    return a if drivers.c_contiguous(a) else np.ascontiguousarray(a)

@@ -1,10 +1,11 @@
 """numba kernels for the softmax cross-entropy (soft and integer labels) and its logit gradient.
 
-Each kernel works on rows prepared by ``_layout.class_rows``: every operand is a 1-D base array,
-an offset and a row stride (in elements); a row's classes are contiguous, so each row is a
-contiguous slice, which is what lets LLVM vectorise the loops (see ``_logistic``). The rows are
-shared among numba's threads (``prange``); a row is processed whole by one thread, in passes
-that stay in its L2 cache (a row of 32768 float32 logits and labels is 256 KiB; L2 is 1 MiB):
+Each kernel works on rows prepared by ``_kernels.layout.class_rows``: every operand is a 1-D base
+array, an offset and a row stride (in elements); a row's classes are contiguous, so each row is a
+contiguous slice, which is what lets LLVM vectorise the loops. This module writes what one row
+does; ``_kernels.loops.over_rows`` makes each row function a serial and a parallel kernel (the
+rows shared among numba's threads). A row is processed whole by one thread, in passes that stay
+in its L2 cache (a row of 32768 float32 logits and labels is 256 KiB; L2 is 1 MiB):
 
 1. the row maximum ``m``;
 2. ``T = sum of e^(x_j - m)`` over the entries below the maximum, the number of ties with the
@@ -12,14 +13,14 @@ that stay in its L2 cache (a row of 32768 float32 logits and labels is 256 KiB; 
 3. for the gradient only: each class's derivative, written once.
 
 The loss is ``log1p(T') S + D`` with ``T' = T + (ties - 1)``: the reference's
-``sum_j z_j (log1p(T') - (x_j - m))`` (``_formulas.softmax_loss``) with the sum split into its two
+``sum_j z_j (log1p(T') - (x_j - m))`` (``formula.softmax_loss``) with the sum split into its two
 sums of non-negative terms, so nothing cancels and each is accumulated in one pass. The gradient
-mirrors ``_formulas.softmax_grad_logits`` term by term. ``log1p(T')`` is one libm call per row.
+mirrors ``formula.softmax_grad_logits`` term by term. ``log1p(T')`` is one libm call per row.
 
 Inputs are loaded in their dtype, computed in float64 and stored rounded once. Three levels of
 care, picked at compile time (the ``_exact_diff`` flags):
 
-- loss of float32 inputs: the exp polynomial sized to float32 (``_math``), ``x_j - m`` rounded
+- loss of float32 inputs: the exp polynomial sized to float32 (``vector_math``), ``x_j - m`` rounded
   (every term is non-negative: a relative error of 2^-28 in ``e`` is nothing to a float32 loss);
 - gradient of float32 inputs: the float64-accurate exp, and ``x_j - m`` formed error-free
   (Knuth's two-sum) with ``e^(hi + lo) = e^hi (1 + lo)``: the gradient's two terms cancel near
@@ -33,21 +34,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from ..._kernels.loops import INLINE, ROWS, VALUE, class_row, operands, over_rows
 from ..._kernels.vector_math import (
     LN3,
     add_reassoc,
+    any_nan,
     exp_expm1_nonpos,
     exp_nonpos,
     max_nan,
     min_nan,
     two_sum,
 )
-from ..logistic.kernel import _is_float64
 
-_OPTIONS = {"error_model": "numpy", "nogil": True, "cache": True}
-_INLINE = {"inline": "always", "error_model": "numpy"}
 _NAN = math.nan
 _INF = math.inf
 
@@ -55,8 +55,8 @@ _INF = math.inf
 # --- One row, pass by pass ---------------------------------------------------------------------
 
 
-@njit(**_INLINE)
-def _row_max(xs):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _row_max(xs):
     """The largest value of a row, ignoring NaN (a NaN makes the tail sum NaN: see
     :func:`_no_limit`); ``-inf`` for a row of NaN and ``-inf``."""
     m = -_INF
@@ -65,8 +65,8 @@ def _row_max(xs):  # type: ignore[no-untyped-def]
     return m
 
 
-@njit(**_INLINE)
-def _exp_diff(v, m, exact, precise, subnormal):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _exp_diff(v, m, exact, precise, subnormal):
     """``(hi, e, overflow)`` for one entry: ``hi = x_j - m`` (0 at a maximum, also an
     infinite one), ``e = e^(x_j - m)`` (1 at a maximum), and whether ``x_j - m`` overflowed.
 
@@ -95,16 +95,16 @@ def _exp_diff(v, m, exact, precise, subnormal):  # type: ignore[no-untyped-def]
 _BLOCK = 256
 
 
-@njit(**_INLINE)
-def _accumulate(hi, lo, value):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _accumulate(hi, lo, value):
     """``(hi, lo)`` plus ``value``, the rounding error kept in ``lo`` (two-sum); an infinite or
     NaN sum keeps ``hi`` as it is (its error term would be NaN)."""
     total, error = two_sum(hi, value)
     return total, lo + (error if abs(total) < _INF else 0.0)
 
 
-@njit(**_INLINE)
-def _soft_sums(xs, zs, m, exact, precise, subnormal):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _soft_sums(xs, zs, m, exact, precise, subnormal):
     """Pass 2 for soft labels: ``(small_tail, ties, S, D, zn, first)``.
 
     ``small_tail``: sum of ``e`` below the maximum; ``ties``: entries equal to it; ``S``: sum
@@ -147,8 +147,8 @@ def _soft_sums(xs, zs, m, exact, precise, subnormal):  # type: ignore[no-untyped
     )  # fmt: skip
 
 
-@njit(**_INLINE)
-def _sparse_sums(xs, m, exact, precise, subnormal):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _sparse_sums(xs, m, exact, precise, subnormal):
     """Pass 2 for integer labels: ``(small_tail, ties, first)`` as :func:`_soft_sums`."""
     tail_hi = tail_lo = 0.0
     ties = 0.0
@@ -168,16 +168,16 @@ def _sparse_sums(xs, m, exact, precise, subnormal):  # type: ignore[no-untyped-d
     return tail_hi + tail_lo, ties, int(first)
 
 
-@njit(**_INLINE)
-def _no_limit(m, small_tail, ties):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _no_limit(m, small_tail, ties):
     """The reference's ``_nan_without_limit``: a NaN in the row (NaN tail), all ``-inf``, or
     more than one ``+inf``."""
     tail = small_tail + (ties - 1.0)
     return tail != tail or m == -_INF or (m == _INF and ties > 1.0)
 
 
-@njit(**_INLINE)
-def _soft_loss(m, small_tail, ties, total, gaps):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _soft_loss(m, small_tail, ties, total, gaps):
     if _no_limit(m, small_tail, ties):
         return _NAN
     log_sum = math.log1p(small_tail + (ties - 1.0))
@@ -185,8 +185,8 @@ def _soft_loss(m, small_tail, ties, total, gaps):  # type: ignore[no-untyped-def
     return log_sum * total + gaps
 
 
-@njit(**_INLINE)
-def _sparse_loss(xs, label, m, small_tail, ties, exact):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _sparse_loss(xs, label, m, small_tail, ties, exact):
     """``log1p(T') - (x_c - m)``: the one-hot case of :func:`_soft_loss` (NaN for a label that
     is not a class, as the reference's ``_nan_out_of_range``)."""
     n = xs.size
@@ -203,10 +203,10 @@ def _sparse_loss(xs, label, m, small_tail, ties, exact):  # type: ignore[no-unty
 _TINY_GAP = 2.0**-20
 
 
-@njit(**_INLINE)
-def _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide):
     """Pass 3: ``scale * d loss / d x_j`` for a row with a limit; mirrors
-    ``_formulas.softmax_grad_logits``: ``S e_j / (c + t) - z_j`` below the maximum and
+    ``formula.softmax_grad_logits``: ``S e_j / (c + t) - z_j`` below the maximum and
     ``((S_j - z_j (c - 1)) - z_j t) / (c + t)`` at a maximum, ``S_j`` the sum of the other labels
     (for the first maximum summed without it; ``S - z_j`` at the other maxima).
 
@@ -235,20 +235,12 @@ def _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, 
         at_max = ((others - zj * extra_ties) - zj * small_tail) * reciprocal
         g = at_max if v == m else elsewhere
         gs[j] = _NAN if (hi < 0.0 and hi > -_TINY_GAP) else g * scale
-    if _any_nan(gs):
+    if any_nan(gs):
         _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, wide)
 
 
-@njit(**_INLINE)
-def _any_nan(gs):  # type: ignore[no-untyped-def]
-    found = False
-    for j in range(gs.size):
-        found |= gs[j] != gs[j]
-    return found
-
-
 @njit(error_model="numpy")
-def _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, wide):  # type: ignore[no-untyped-def]
+def _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, wide):
     """The reference's formula with near entries (``x_j - m > -ln 3``) as ``1 + u_j``,
     ``u_j = expm1(x_j - m)``: ``D = C + t + U`` (``C`` maxima and near entries, ``t`` the far
     ``e``, ``U`` the near ``u``), numerators ``(S_j - z_j (C - 1)) - z_j (t + U)`` at a maximum,
@@ -287,8 +279,8 @@ def _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, 
         gs[j] = g * scale
 
 
-@njit(**_INLINE)
-def _expm1_diff(v, m, hi):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _expm1_diff(v, m, hi):
     """``e^(v - m) - 1`` for ``-ln 3 < v - m < 0``, with the two-sum error of ``hi``."""
     _, lo = two_sum(v, -m)
     lo = lo if abs(lo) < _INF else 0.0
@@ -296,8 +288,8 @@ def _expm1_diff(v, m, hi):  # type: ignore[no-untyped-def]
     return u + e * lo
 
 
-@njit(**_INLINE)
-def _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):
     """:func:`_soft_grad_row` with one-hot labels (``S = 1``, ``z_j = [j == label]``)."""
     n = xs.size
     # The labels' sum but the first maximum's: 1 unless the label is the first maximum.
@@ -316,159 +308,91 @@ def _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):  #
         gs[j] = g * scale
 
 
-@njit(**_INLINE)
-def _fill_nan(gs):  # type: ignore[no-untyped-def]
+@njit(**INLINE)
+def _fill_nan(gs):
     for j in range(gs.size):
         gs[j] = _NAN
 
 
-# --- Rows: soft labels -------------------------------------------------------------------------
+# --- Rows --------------------------------------------------------------------------------------
 #
-# The row functions are compiled apart, not inlined into the ``prange`` loops: numba's parfor
-# pass takes the inner loops' running sums for reductions of the outer loop and fails.
-#
-# Operands: (base, offset, row_stride); a row r of a class-axis operand is
-# base[offset + r * row_stride : ... + cols], a per-row operand (loss, upstream) is
-# base[offset + r * row_stride].
+# Every operand is a ``layout.RowOperand`` (base, offset, row stride): row ``r`` of a class-axis
+# operand (``x``, ``z``, ``grad``) is ``loops.class_row``, a per-row operand (``labels``, ``u``
+# the upstream, ``loss``) is ``base[offset + r * row_stride]``. ``want_loss``: whether the
+# gradient kernels write the loss too (else ``loss`` is a one-element stand-in).
+
+SoftLossOperands = operands("SoftLossOperands", __name__, x=ROWS, z=ROWS, loss=ROWS)
+SoftGradOperands = operands(
+    "SoftGradOperands", __name__, x=ROWS, z=ROWS, u=ROWS, loss=ROWS, grad=ROWS, want_loss=VALUE
+)
+SparseLossOperands = operands("SparseLossOperands", __name__, x=ROWS, labels=ROWS, loss=ROWS)
+SparseGradOperands = operands(
+    "SparseGradOperands", __name__, x=ROWS, labels=ROWS, u=ROWS, loss=ROWS, grad=ROWS,
+    want_loss=VALUE,
+)  # fmt: skip
 
 
-@njit(**_OPTIONS)
-def _soft_loss_row(x, xo, xrs, z, zo, zrs, loss, lo, lrs, r, cols, wide):  # type: ignore[no-untyped-def]
-    xs = x[xo + r * xrs : xo + r * xrs + cols]
-    zs = z[zo + r * zrs : zo + r * zrs + cols]
+@over_rows(SoftLossOperands)
+def soft_loss(x, x_offset, x_stride, z, z_offset, z_stride, loss, loss_offset, loss_stride, r,
+              cols, wide):  # fmt: skip
+    """The softmax loss of row ``r``."""
+    xs = class_row(x, x_offset, x_stride, r, cols)
+    zs = class_row(z, z_offset, z_stride, r, cols)
     m = _row_max(xs)
     small_tail, ties, total, gaps, _, _ = _soft_sums(xs, zs, m, wide, wide, wide)
-    loss[lo + r * lrs] = _soft_loss(m, small_tail, ties, total, gaps)
+    loss[loss_offset + r * loss_stride] = _soft_loss(m, small_tail, ties, total, gaps)
 
 
-@njit(parallel=True, **_OPTIONS)
-def soft_loss_parallel(x, xo, xrs, z, zo, zrs, loss, lo, lrs, rows, cols):  # type: ignore[no-untyped-def]
-    """The softmax loss of ``rows`` rows of ``cols`` classes, rows shared among threads."""
-    wide = _is_float64(x)
-    for r in prange(rows):
-        _soft_loss_row(x, xo, xrs, z, zo, zrs, loss, lo, lrs, r, cols, wide)
-
-
-@njit(**_OPTIONS)
-def soft_loss_serial(x, xo, xrs, z, zo, zrs, loss, lo, lrs, rows, cols):  # type: ignore[no-untyped-def]
-    """:func:`soft_loss_parallel` on the calling thread."""
-    wide = _is_float64(x)
-    for r in range(rows):
-        _soft_loss_row(x, xo, xrs, z, zo, zrs, loss, lo, lrs, r, cols, wide)
-
-
-@njit(**_OPTIONS)
-def _soft_grad_full_row(  # type: ignore[no-untyped-def]
-    x, xo, xrs, z, zo, zrs, u, uo, urs, loss, lo, lrs, g, go, grs, r, cols, wide, want_loss
-):
-    xs = x[xo + r * xrs : xo + r * xrs + cols]
-    zs = z[zo + r * zrs : zo + r * zrs + cols]
-    gs = g[go + r * grs : go + r * grs + cols]
+@over_rows(SoftGradOperands)
+def soft_grad(
+    x, x_offset, x_stride, z, z_offset, z_stride, u, u_offset, u_stride, loss, loss_offset,
+    loss_stride, grad, grad_offset, grad_stride, want_loss, r, cols, wide,
+):  # fmt: skip
+    """``upstream * d loss / d x`` of row ``r`` (and its loss if ``want_loss``)."""
+    xs = class_row(x, x_offset, x_stride, r, cols)
+    zs = class_row(z, z_offset, z_stride, r, cols)
+    gs = class_row(grad, grad_offset, grad_stride, r, cols)
     m = _row_max(xs)
     small_tail, ties, total, gaps, below, first = _soft_sums(xs, zs, m, True, True, wide)
     if want_loss:
-        loss[lo + r * lrs] = _soft_loss(m, small_tail, ties, total, gaps)
+        loss[loss_offset + r * loss_stride] = _soft_loss(m, small_tail, ties, total, gaps)
     if _no_limit(m, small_tail, ties):
         _fill_nan(gs)
     else:
-        scale = np.float64(u[uo + r * urs])
+        scale = np.float64(u[u_offset + r * u_stride])
         _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide)
 
 
-@njit(parallel=True, **_OPTIONS)
-def soft_grad_parallel(  # type: ignore[no-untyped-def]
-    x, xo, xrs, z, zo, zrs, u, uo, urs, loss, lo, lrs, g, go, grs, rows, cols, want_loss
-):
-    """``upstream * d loss / d x`` (and the loss if ``want_loss``), rows shared among threads."""
-    wide = _is_float64(x)
-    for r in prange(rows):
-        _soft_grad_full_row(
-            x, xo, xrs, z, zo, zrs, u, uo, urs, loss, lo, lrs, g, go, grs, r, cols, wide, want_loss
-        )
-
-
-@njit(**_OPTIONS)
-def soft_grad_serial(  # type: ignore[no-untyped-def]
-    x, xo, xrs, z, zo, zrs, u, uo, urs, loss, lo, lrs, g, go, grs, rows, cols, want_loss
-):
-    """:func:`soft_grad_parallel` on the calling thread."""
-    wide = _is_float64(x)
-    for r in range(rows):
-        _soft_grad_full_row(
-            x, xo, xrs, z, zo, zrs, u, uo, urs, loss, lo, lrs, g, go, grs, r, cols, wide, want_loss
-        )
-
-
-# --- Rows: integer labels ----------------------------------------------------------------------
-
-
-@njit(**_OPTIONS)
-def _sparse_loss_row(x, xo, xrs, labels, lbo, lbrs, loss, lo, lrs, r, cols, wide):  # type: ignore[no-untyped-def]
-    xs = x[xo + r * xrs : xo + r * xrs + cols]
-    label = labels[lbo + r * lbrs]
+@over_rows(SparseLossOperands)
+def sparse_loss(x, x_offset, x_stride, labels, labels_offset, labels_stride, loss, loss_offset,
+                loss_stride, r, cols, wide):  # fmt: skip
+    """The sparse softmax loss of row ``r``."""
+    xs = class_row(x, x_offset, x_stride, r, cols)
+    label = labels[labels_offset + r * labels_stride]
     m = _row_max(xs)
     small_tail, ties, _ = _sparse_sums(xs, m, wide, wide, wide)
-    loss[lo + r * lrs] = _sparse_loss(xs, label, m, small_tail, ties, wide)
+    loss[loss_offset + r * loss_stride] = _sparse_loss(xs, label, m, small_tail, ties, wide)
 
 
-@njit(parallel=True, **_OPTIONS)
-def sparse_loss_parallel(x, xo, xrs, labels, lbo, lbrs, loss, lo, lrs, rows, cols):  # type: ignore[no-untyped-def]
-    """The sparse softmax loss of ``rows`` rows, rows shared among threads."""
-    wide = _is_float64(x)
-    for r in prange(rows):
-        _sparse_loss_row(x, xo, xrs, labels, lbo, lbrs, loss, lo, lrs, r, cols, wide)
-
-
-@njit(**_OPTIONS)
-def sparse_loss_serial(x, xo, xrs, labels, lbo, lbrs, loss, lo, lrs, rows, cols):  # type: ignore[no-untyped-def]
-    """:func:`sparse_loss_parallel` on the calling thread."""
-    wide = _is_float64(x)
-    for r in range(rows):
-        _sparse_loss_row(x, xo, xrs, labels, lbo, lbrs, loss, lo, lrs, r, cols, wide)
-
-
-@njit(**_OPTIONS)
-def _sparse_grad_full_row(  # type: ignore[no-untyped-def]
-    x, xo, xrs, labels, lbo, lbrs, u, uo, urs, loss, lo, lrs, g, go, grs, r, cols, wide, want_loss
-):
-    xs = x[xo + r * xrs : xo + r * xrs + cols]
-    gs = g[go + r * grs : go + r * grs + cols]
-    label = labels[lbo + r * lbrs]
+@over_rows(SparseGradOperands)
+def sparse_grad(
+    x, x_offset, x_stride, labels, labels_offset, labels_stride, u, u_offset, u_stride, loss,
+    loss_offset, loss_stride, grad, grad_offset, grad_stride, want_loss, r, cols, wide,
+):  # fmt: skip
+    """``upstream * d loss / d x`` of row ``r`` for integer labels (and its loss if
+    ``want_loss``)."""
+    xs = class_row(x, x_offset, x_stride, r, cols)
+    gs = class_row(grad, grad_offset, grad_stride, r, cols)
+    label = labels[labels_offset + r * labels_stride]
     m = _row_max(xs)
     # Narrow inputs: the loss kernel's float32-sized exp suffices here too. With one-hot labels
     # the only cancelling entry is the maximum's, formed from the tail sum (relative error
     # 2^-28 there, as everywhere else); the soft-label gradient needs the precise exp instead.
     small_tail, ties, first = _sparse_sums(xs, m, wide, wide, wide)
     if want_loss:
-        loss[lo + r * lrs] = _sparse_loss(xs, label, m, small_tail, ties, wide)
+        loss[loss_offset + r * loss_stride] = _sparse_loss(xs, label, m, small_tail, ties, wide)
     if label < 0 or label >= cols or _no_limit(m, small_tail, ties):
         _fill_nan(gs)
     else:
-        scale = np.float64(u[uo + r * urs])
+        scale = np.float64(u[u_offset + r * u_stride])
         _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide)
-
-
-@njit(parallel=True, **_OPTIONS)
-def sparse_grad_parallel(  # type: ignore[no-untyped-def]
-    x, xo, xrs, labels, lbo, lbrs, u, uo, urs, loss, lo, lrs, g, go, grs, rows, cols, want_loss
-):
-    """``upstream * d loss / d x`` for integer labels (and the loss if ``want_loss``)."""
-    wide = _is_float64(x)
-    for r in prange(rows):
-        _sparse_grad_full_row(
-            x, xo, xrs, labels, lbo, lbrs, u, uo, urs, loss, lo, lrs, g, go, grs, r, cols, wide,
-            want_loss,
-        )  # fmt: skip
-
-
-@njit(**_OPTIONS)
-def sparse_grad_serial(  # type: ignore[no-untyped-def]
-    x, xo, xrs, labels, lbo, lbrs, u, uo, urs, loss, lo, lrs, g, go, grs, rows, cols, want_loss
-):
-    """:func:`sparse_grad_parallel` on the calling thread."""
-    wide = _is_float64(x)
-    for r in range(rows):
-        _sparse_grad_full_row(
-            x, xo, xrs, labels, lbo, lbrs, u, uo, urs, loss, lo, lrs, g, go, grs, r, cols, wide,
-            want_loss,
-        )  # fmt: skip
