@@ -35,16 +35,16 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def kernel_impl(w: workloads.Workload, d: workloads.Data) -> Any:
-    from logitloss._losses.softmax import host as softmax_host
+    from logitloss._losses.softmax import kernel as softmax_kernels
 
     x, z = d.x, d.z
     if w.loss == "sparse":
         if w.direction == "loss":
-            return lambda: softmax_host.sparse_softmax_loss(x, z)
-        return lambda: softmax_host.sparse_softmax_loss_and_grad(x, z)
+            return lambda: softmax_kernels.sparse_softmax_loss(x, z)
+        return lambda: softmax_kernels.sparse_softmax_loss_and_grad(x, z)
     if w.direction == "loss":
-        return lambda: softmax_host.softmax_loss(x, z)
-    return lambda: softmax_host.softmax_loss_and_grad(x, z)
+        return lambda: softmax_kernels.softmax_loss(x, z)
+    return lambda: softmax_kernels.softmax_loss_and_grad(x, z)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,7 +153,7 @@ import sys
 import numpy as np
 import numba
 import logitloss
-from logitloss._losses.logistic import host as logistic_host
+from logitloss._losses.logistic import kernel as logistic_kernels
 
 assert numba.config.NUMBA_NUM_THREADS == int(sys.argv[2])
 rng = np.random.default_rng(7)
@@ -176,7 +176,7 @@ for dtype in ("float32", "float64"):
             a, b, reduction="mean"
         )
         # The float64 sums behind the mean, before its rounding hides a difference.
-        results[f"bce sums{name} {dtype}"] = np.asarray(logistic_host.logistic_loss_sum(a, b))
+        results[f"bce sums{name} {dtype}"] = np.asarray(logistic_kernels.logistic_loss_sum(a, b))
     results[f"cross_entropy {dtype}"] = logitloss.cross_entropy(x, k)
     results[f"cross_entropy soft {dtype}"] = logitloss.cross_entropy(x, p)
 np.savez(sys.argv[1], **{name: np.asarray(v) for name, v in results.items()})

@@ -26,11 +26,11 @@ SMALL = (16, 16)
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the calls of each kernel (which still run)."""
-    from logitloss._losses.logistic import host as logistic_host
-    from logitloss._losses.softmax import host as softmax_host
+    from logitloss._losses.logistic import kernel as logistic_kernels
+    from logitloss._losses.softmax import kernel as softmax_kernels
 
     calls = {}
-    for host in (logistic_host, softmax_host):
+    for host in (logistic_kernels, softmax_kernels):
         for name in host.__all__:
             calls[name] = 0
             original = getattr(host, name)

@@ -21,7 +21,7 @@ mp = pytest.importorskip("mpmath")
 
 from logitloss._kernels import fit, vector_math  # noqa: E402
 from logitloss._losses import reference  # noqa: E402
-from logitloss._losses.logistic import host as logistic_host  # noqa: E402
+from logitloss._losses.logistic import kernel as logistic_kernels  # noqa: E402
 from logitloss._tools import oracle  # noqa: E402
 
 INF = math.inf
@@ -117,7 +117,7 @@ def test_loss_grid_against_mpmath_and_reference(dtype: str, pos_weight: float | 
     x, z = grid(dtype)
     dt = np_dtype(dtype)
     q = None if pos_weight is None else np.asarray(pos_weight, dtype=dt)
-    out = logistic_host.logistic_loss(x, z, q)
+    out = logistic_kernels.logistic_loss(x, z, q)
     assert out.dtype == dt and out.shape == x.shape
     qf = 1.0 if q is None else float(q)
     exact = [
@@ -142,9 +142,9 @@ def test_loss_grid_against_mpmath_and_reference(dtype: str, pos_weight: float | 
 def test_loss_limits(dtype: str, x: float, z: float, q: float, limit: float) -> None:
     dt = np_dtype(dtype)
     xs, zs = np.array([x], dt), np.array([z], dt)
-    assert as_float(logistic_host.logistic_loss(xs, zs, q))[0] == limit
+    assert as_float(logistic_kernels.logistic_loss(xs, zs, q))[0] == limit
     if q == 1.0:
-        assert as_float(logistic_host.logistic_loss(xs, zs))[0] == limit
+        assert as_float(logistic_kernels.logistic_loss(xs, zs))[0] == limit
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -153,11 +153,11 @@ def test_nan_in_nan_out(dtype: str) -> None:
     x = np.array([NAN, 1.0, 1.0, NAN, INF, -INF, 0.0], dt)
     z = np.array([0.5, NAN, 0.5, 0.0, NAN, NAN, 1.0], dt)
     q = np.array([2.0, 2.0, NAN, 0.0, 1.0, 1.0, NAN], dt)
-    assert np.isnan(as_float(logistic_host.logistic_loss(x, z, q))).all()
-    assert np.isnan(as_float(logistic_host.logistic_grad_logits(x, z, q))).all()
+    assert np.isnan(as_float(logistic_kernels.logistic_loss(x, z, q))).all()
+    assert np.isnan(as_float(logistic_kernels.logistic_grad_logits(x, z, q))).all()
     up = np.array([NAN] * 7, dt)
     assert np.isnan(
-        as_float(logistic_host.logistic_grad_logits(np.ones(7, dt), z * 0, None, up))
+        as_float(logistic_kernels.logistic_grad_logits(np.ones(7, dt), z * 0, None, up))
     ).all()
 
 
@@ -170,7 +170,7 @@ def test_grad_grid_against_mpmath_and_reference(dtype: str, pos_weight: float | 
     x, z = grid(dtype)
     dt = np_dtype(dtype)
     q = None if pos_weight is None else np.asarray(pos_weight, dtype=dt)
-    out = logistic_host.logistic_grad_logits(x, z, q)
+    out = logistic_kernels.logistic_grad_logits(x, z, q)
     assert out.dtype == dt and out.shape == x.shape
     qf = 1.0 if q is None else float(q)
     pairs = [
@@ -209,8 +209,8 @@ def test_grad_limits(dtype: str) -> None:
     z = np.array([0.0, 0.25, 0.5, 1.0, 1e-3], dt)
     for q in (None, 0.0, 2.0, 30.0):
         qf = 1.0 if q is None else q
-        up = logistic_host.logistic_grad_logits(np.full(5, INF, dt), z, q)
-        down = logistic_host.logistic_grad_logits(np.full(5, -INF, dt), z, q)
+        up = logistic_kernels.logistic_grad_logits(np.full(5, INF, dt), z, q)
+        down = logistic_kernels.logistic_grad_logits(np.full(5, -INF, dt), z, q)
         zf = as_float(z)
         np.testing.assert_array_equal(as_float(up), as_float((1 - zf).astype(dt)))
         np.testing.assert_array_equal(as_float(down), as_float((-qf * zf).astype(dt)))
@@ -228,7 +228,7 @@ def test_grad_times_upstream(dtype: str) -> None:
         rng.normal(size=(64, 1)).astype(dtype),
         rng.normal(size=33).astype(dtype),
     ):
-        got = logistic_host.logistic_grad_logits(x, z, q, up)
+        got = logistic_kernels.logistic_grad_logits(x, z, q, up)
         ref = reference.logistic_grad(x, z, q, np.broadcast_to(up, x.shape), wrt="logits", xp=np)
         scale = np.abs(as_float(ref)) + np.abs(as_float(np.broadcast_to(up, x.shape)))
         np.testing.assert_allclose(
@@ -272,10 +272,10 @@ def test_non_contiguous_inputs(data: tuple[np.ndarray, np.ndarray]) -> None:
         (x.reshape(-1)[::5], z.reshape(-1)[1::5]),
     ]
     for a, b in cases:
-        close(logistic_host.logistic_loss(a, b), reference_loss(a, b))
-        close(logistic_host.logistic_loss(a, b, 3.0), reference_loss(a, b, 3.0))
+        close(logistic_kernels.logistic_loss(a, b), reference_loss(a, b))
+        close(logistic_kernels.logistic_loss(a, b, 3.0), reference_loss(a, b, 3.0))
         ref = reference.logistic_grad(a, b, None, np.ones_like(a), wrt="logits", xp=np)
-        close(logistic_host.logistic_grad_logits(a, b), ref)
+        close(logistic_kernels.logistic_grad_logits(a, b), ref)
 
 
 def test_pos_weight_shapes(data: tuple[np.ndarray, np.ndarray]) -> None:
@@ -283,10 +283,10 @@ def test_pos_weight_shapes(data: tuple[np.ndarray, np.ndarray]) -> None:
     rng = np.random.default_rng(8)
     for shape in [(), (6,), (1, 6), (41, 1), (37, 1, 1), (37, 1, 6), (41, 6), x.shape]:
         q = (rng.random(shape) * 5).astype(np.float32)
-        close(logistic_host.logistic_loss(x, z, q), reference_loss(x, z, q))
+        close(logistic_kernels.logistic_loss(x, z, q), reference_loss(x, z, q))
         q_t = np.broadcast_to(q, x.shape).T  # zero strides, transposed
-        close(logistic_host.logistic_loss(x.T, z.T, q_t), reference_loss(x.T, z.T, q_t))
-        g = logistic_host.logistic_grad_logits(x, z, q)
+        close(logistic_kernels.logistic_loss(x.T, z.T, q_t), reference_loss(x.T, z.T, q_t))
+        g = logistic_kernels.logistic_grad_logits(x, z, q)
         ref = reference.logistic_grad(x, z, q, np.ones_like(x), wrt="logits", xp=np)
         close(g, ref)
 
@@ -297,9 +297,9 @@ def test_short_rows_are_grouped() -> None:
     x = rng.normal(0, 5, (200_000, 10)).astype(np.float32)
     z = rng.random((200_000, 10)).astype(np.float32)
     q = (rng.random(10) * 3).astype(np.float32)
-    close(logistic_host.logistic_loss(x, z, q), reference_loss(x, z, q))
+    close(logistic_kernels.logistic_loss(x, z, q), reference_loss(x, z, q))
     ref = reference.logistic_grad(x, z, q, np.ones_like(x), wrt="logits", xp=np)
-    close(logistic_host.logistic_grad_logits(x, z, q), ref)
+    close(logistic_kernels.logistic_grad_logits(x, z, q), ref)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
@@ -307,10 +307,10 @@ def test_empty_scalar_and_one_element(dtype: str) -> None:
     for shape in [(0,), (3, 0), (0, 5), (), (1,), (1, 1)]:
         x = np.full(shape, 0.75, dtype)
         z = np.full(shape, 0.25, dtype)
-        out = logistic_host.logistic_loss(x, z, 2.0)
+        out = logistic_kernels.logistic_loss(x, z, 2.0)
         assert out.shape == shape and out.dtype == dtype
         close(np.asarray(out), reference_loss(x, z, 2.0))
-        g = logistic_host.logistic_grad_logits(x, z, 2.0)
+        g = logistic_kernels.logistic_grad_logits(x, z, 2.0)
         assert g.shape == shape and g.dtype == dtype
 
 
@@ -321,8 +321,8 @@ def test_large_input_spot_checked(dtype: str) -> None:
     x = (rng.standard_normal(n) * 10).astype(dtype)
     z = rng.random(n).astype(dtype)
     q = np.asarray(2.5, dtype)
-    out = logistic_host.logistic_loss(x, z, q)
-    grad = logistic_host.logistic_grad_logits(x, z, q)
+    out = logistic_kernels.logistic_loss(x, z, q)
+    grad = logistic_kernels.logistic_grad_logits(x, z, q)
     picks = np.concatenate([rng.integers(0, n, 3000), [0, n - 1, 16383, 16384]])
     close(out[picks], reference_loss(x[picks], z[picks], q))
     ref = reference.logistic_grad(
@@ -333,45 +333,45 @@ def test_large_input_spot_checked(dtype: str) -> None:
 
 def test_out_argument(data: tuple[np.ndarray, np.ndarray]) -> None:
     x, z = data
-    expected = logistic_host.logistic_loss(x, z)
+    expected = logistic_kernels.logistic_loss(x, z)
     out = np.empty_like(x)
-    assert logistic_host.logistic_loss(x, z, out=out) is out
+    assert logistic_kernels.logistic_loss(x, z, out=out) is out
     np.testing.assert_array_equal(out, expected)
     fortran = np.empty(x.shape, np.float32, order="F")
-    assert logistic_host.logistic_loss(x, z, out=fortran) is fortran
+    assert logistic_kernels.logistic_loss(x, z, out=fortran) is fortran
     np.testing.assert_array_equal(fortran, expected)
     strided = np.empty((x.shape[0] * 2, *x.shape[1:]), np.float32)[::2]
-    logistic_host.logistic_grad_logits(x, z, out=strided)
-    np.testing.assert_array_equal(strided, logistic_host.logistic_grad_logits(x, z))
+    logistic_kernels.logistic_grad_logits(x, z, out=strided)
+    np.testing.assert_array_equal(strided, logistic_kernels.logistic_grad_logits(x, z))
     in_place = x.copy()
-    assert logistic_host.logistic_loss(in_place, z, out=in_place) is in_place
+    assert logistic_kernels.logistic_loss(in_place, z, out=in_place) is in_place
     np.testing.assert_array_equal(in_place, expected)
     shifted = np.concatenate([x.ravel(), [0.5]]).astype(np.float32)  # out overlaps x, shifted
-    expected = logistic_host.logistic_loss(shifted[1:].copy(), z.ravel())
-    logistic_host.logistic_loss(shifted[1:], z.ravel(), out=shifted[:-1])
+    expected = logistic_kernels.logistic_loss(shifted[1:].copy(), z.ravel())
+    logistic_kernels.logistic_loss(shifted[1:], z.ravel(), out=shifted[:-1])
     np.testing.assert_array_equal(shifted[:-1], expected)
     with pytest.raises(TypeError, match="out must have the logits' dtype float32, got float64"):
-        logistic_host.logistic_loss(x, z, out=np.empty(x.shape))
+        logistic_kernels.logistic_loss(x, z, out=np.empty(x.shape))
     with pytest.raises(ValueError, match=r"out must have the logits' shape \(37, 41, 6\)"):
-        logistic_host.logistic_loss(x, z, out=np.empty((37, 41), np.float32))
+        logistic_kernels.logistic_loss(x, z, out=np.empty((37, 41), np.float32))
     readonly = np.empty_like(x)
     readonly.flags.writeable = False
     with pytest.raises(ValueError, match="out is read-only"):
-        logistic_host.logistic_grad_logits(x, z, out=readonly)
+        logistic_kernels.logistic_grad_logits(x, z, out=readonly)
 
 
 def test_argument_errors(data: tuple[np.ndarray, np.ndarray]) -> None:
     x, z = data
     with pytest.raises(TypeError, match="logits must be float16, bfloat16, float32 or float64"):
-        logistic_host.logistic_loss(x.astype(np.int32), z)
+        logistic_kernels.logistic_loss(x.astype(np.int32), z)
     with pytest.raises(TypeError, match="logits must be a NumPy array"):
-        logistic_host.logistic_loss([1.0], [0.0])
+        logistic_kernels.logistic_loss([1.0], [0.0])
     with pytest.raises(ValueError, match="labels must have the logits' shape"):
-        logistic_host.logistic_loss(x, z[0])
+        logistic_kernels.logistic_loss(x, z[0])
     with pytest.raises(ValueError, match=r"pos_weight of shape .* must broadcast"):
-        logistic_host.logistic_loss(x, z, np.ones((2, 1, 1, 6), np.float32))
+        logistic_kernels.logistic_loss(x, z, np.ones((2, 1, 1, 6), np.float32))
     with pytest.raises(ValueError, match=r"upstream of shape .* must broadcast"):
-        logistic_host.logistic_grad_logits(x, z, None, np.ones(5, np.float32))
+        logistic_kernels.logistic_grad_logits(x, z, None, np.ones(5, np.float32))
 
 
 def test_inputs_not_modified(data: tuple[np.ndarray, np.ndarray]) -> None:
@@ -379,9 +379,9 @@ def test_inputs_not_modified(data: tuple[np.ndarray, np.ndarray]) -> None:
     q = np.linspace(0, 3, 6).astype(np.float32)
     up = np.ones_like(x)
     copies = [a.copy() for a in (x, z, q, up)]
-    logistic_host.logistic_loss(x, z, q)
-    logistic_host.logistic_grad_logits(x, z, q, up)
-    logistic_host.logistic_loss(x.T, z.T, q[:, None, None])
+    logistic_kernels.logistic_loss(x, z, q)
+    logistic_kernels.logistic_grad_logits(x, z, q, up)
+    logistic_kernels.logistic_loss(x.T, z.T, q[:, None, None])
     for a, b in zip((x, z, q, up), copies, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -395,16 +395,21 @@ def test_threads_get_correct_results() -> None:
         x = (rng.standard_normal(n) * 6).astype(dtype)
         z = rng.random(n).astype(dtype)
         jobs.append(
-            (x, z, logistic_host.logistic_loss(x, z, 2.0), logistic_host.logistic_grad_logits(x, z))
+            (
+                x,
+                z,
+                logistic_kernels.logistic_loss(x, z, 2.0),
+                logistic_kernels.logistic_grad_logits(x, z),
+            )
         )
     failures: list[str] = []
 
     def work(k: int) -> None:
         x, z, loss, grad = jobs[k]
         for _ in range(20):
-            if not np.array_equal(logistic_host.logistic_loss(x, z, 2.0), loss):
+            if not np.array_equal(logistic_kernels.logistic_loss(x, z, 2.0), loss):
                 failures.append(f"loss {k}")
-            if not np.array_equal(logistic_host.logistic_grad_logits(x, z), grad):
+            if not np.array_equal(logistic_kernels.logistic_grad_logits(x, z), grad):
                 failures.append(f"grad {k}")
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(len(jobs))]
@@ -421,7 +426,7 @@ def test_import_has_no_side_effects() -> None:
         "import numba\n"
         "from numba.np.ufunc import parallel\n"
         "before = numba.config.THREADING_LAYER\n"
-        "import logitloss._losses.logistic.host, logitloss._losses.softmax.host\n"
+        "import logitloss._losses.logistic.kernel, logitloss._losses.softmax.kernel\n"
         "print(parallel._is_initialized, numba.config.THREADING_LAYER == before)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

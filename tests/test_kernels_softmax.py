@@ -28,9 +28,9 @@ pytest.importorskip("numba")
 mp = pytest.importorskip("mpmath")
 
 from logitloss._losses import reference  # noqa: E402
-from logitloss._losses.logistic import host as logistic_host  # noqa: E402
+from logitloss._losses.logistic import kernel as logistic_kernels  # noqa: E402
 from logitloss._losses.softmax import formula as softmax_formula  # noqa: E402
-from logitloss._losses.softmax import host as softmax_host  # noqa: E402
+from logitloss._losses.softmax import kernel as softmax_kernels  # noqa: E402
 from logitloss._tools import oracle  # noqa: E402
 
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
@@ -109,7 +109,7 @@ def deep_cancellation(exact: Any, scale: Any, dtype: str) -> bool:
 def test_loss_grid_against_mpmath_and_reference(dtype: str) -> None:
     worst = 0.0
     for x, z, items in grid_cases(dtype).values():
-        out = softmax_host.softmax_loss(x, z)
+        out = softmax_kernels.softmax_loss(x, z)
         assert out.dtype == x.dtype and out.shape == x.shape[:1]
         ref = reference.softmax(x, z, axis=-1, xp=np)
         np.testing.assert_array_equal(np.isnan(floats(out)), np.isnan(floats(ref)))
@@ -132,7 +132,7 @@ def test_sparse_loss_grid_against_mpmath_and_reference(dtype: str) -> None:
         xs = x[np.sort(rows)]
         for label in range(n):
             labels = np.full(len(xs), label)
-            out = softmax_host.sparse_softmax_loss(xs, labels)
+            out = softmax_kernels.sparse_softmax_loss(xs, labels)
             ref = reference.sparse_softmax(xs, labels, xp=np)
             np.testing.assert_array_equal(np.isnan(floats(out)), np.isnan(floats(ref)))
             for got, row in zip(floats(out).tolist(), floats(xs).tolist(), strict=True):
@@ -162,7 +162,7 @@ def check_grad(got: np.ndarray, row: tuple, labels: tuple, dtype: str, where: st
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_grad_grid_against_mpmath_and_reference(dtype: str) -> None:
     for x, z, items in grid_cases(dtype).values():
-        grad = softmax_host.softmax_grad_logits(x, z)
+        grad = softmax_kernels.softmax_grad_logits(x, z)
         assert grad.dtype == x.dtype and grad.shape == x.shape
         ref = reference.softmax_grad(x, z, np.ones(len(x), x.dtype), axis=-1, wrt="logits",
                                       xp=np)  # fmt: skip
@@ -177,7 +177,7 @@ def test_sparse_grad_grid_against_mpmath(dtype: str) -> None:
         rows = sorted({row: i for i, (row, _) in enumerate(items)}.values())
         xs = x[rows]
         for label in range(n):
-            grad = softmax_host.sparse_softmax_grad_logits(xs, np.full(len(xs), label))
+            grad = softmax_kernels.sparse_softmax_grad_logits(xs, np.full(len(xs), label))
             one_hot = tuple(1.0 if k == label else 0.0 for k in range(n))
             for g, i in zip(grad, rows, strict=True):
                 check_grad(g, items[i][0], one_hot, dtype, "sparse")
@@ -201,8 +201,8 @@ LIMITS = [
 @pytest.mark.parametrize(("logits", "labels", "limit"), LIMITS)
 def test_limits(dtype: str, logits: list, labels: list, limit: float) -> None:
     x, z = as_array([logits], dtype), as_array([labels], dtype)
-    got = float(floats(softmax_host.softmax_loss(x, z))[0])
-    fused = float(floats(softmax_host.softmax_loss_and_grad(x, z)[0])[0])
+    got = float(floats(softmax_kernels.softmax_loss(x, z))[0])
+    fused = float(floats(softmax_kernels.softmax_loss_and_grad(x, z)[0])[0])
     expected = float(floats(as_array([limit], dtype))[0])
     for value in (got, fused):
         if math.isnan(limit):
@@ -216,21 +216,21 @@ def test_limits(dtype: str, logits: list, labels: list, limit: float) -> None:
 def test_sparse_limits_and_out_of_range_labels() -> None:
     x = np.array([[INF, 0.0, -INF]] * 3 + [[1.0, 2.0, 3.0]] * 3)
     labels = np.array([0, 1, 2, -1, 3, 1])
-    loss = softmax_host.sparse_softmax_loss(x, labels)
+    loss = softmax_kernels.sparse_softmax_loss(x, labels)
     assert loss[:3].tolist() == [0.0, INF, INF]
     assert np.isnan(loss[3:5]).all() and np.isfinite(loss[5])
     ref = reference.sparse_softmax(x, labels, xp=np)
     np.testing.assert_array_equal(np.isnan(loss), np.isnan(ref))
-    grad = softmax_host.sparse_softmax_grad_logits(x, labels)
+    grad = softmax_kernels.sparse_softmax_grad_logits(x, labels)
     assert np.isnan(grad[3:5]).all() and np.isfinite(grad[[0, 1, 2, 5]]).all()
     assert grad[0].tolist() == [0.0, 0.0, 0.0] and grad[1].tolist() == [1.0, -1.0, 0.0]
     for dtype in (np.int8, np.uint8, np.int32, np.uint64):
         np.testing.assert_array_equal(
-            softmax_host.sparse_softmax_loss(x[3:], np.array([0, 2, 1], dtype)),
-            softmax_host.sparse_softmax_loss(x[3:], np.array([0, 2, 1])),
+            softmax_kernels.sparse_softmax_loss(x[3:], np.array([0, 2, 1], dtype)),
+            softmax_kernels.sparse_softmax_loss(x[3:], np.array([0, 2, 1])),
         )
     huge = np.array([2**63 + 1, 1, 1], np.uint64)  # beyond int64: out of range, not wrapped
-    assert np.isnan(softmax_host.sparse_softmax_loss(x[3:], huge)[0])
+    assert np.isnan(softmax_kernels.sparse_softmax_loss(x[3:], huge)[0])
 
 
 # --- Long rows (many classes): the float64 bound holds there too -------------------------------
@@ -254,9 +254,9 @@ def test_long_rows_against_mpmath(dtype: str) -> None:
     z = rng.random((4, n)).astype(dtype)
     z[1] = 0
     z[1, 17] = 1  # one-hot: the loss is logsumexp - x_17 alone
-    loss = softmax_host.softmax_loss(x, z)
-    fused, _ = softmax_host.softmax_loss_and_grad(x, z)
-    sparse = softmax_host.sparse_softmax_loss(x, np.array([5, 17, 2, 4999]))
+    loss = softmax_kernels.softmax_loss(x, z)
+    fused, _ = softmax_kernels.softmax_loss_and_grad(x, z)
+    sparse = softmax_kernels.sparse_softmax_loss(x, np.array([5, 17, 2, 4999]))
     for i in range(4):
         exact = exact_long_loss(x[i], z[i])
         assert oracle.ulp_error(float(loss[i]), exact, dtype) <= BOUND[dtype]
@@ -311,16 +311,16 @@ def test_layouts_and_axes(data: tuple[np.ndarray, np.ndarray]) -> None:
     ]
     for a, b, axis in cases:
         loss, grad = reference_pair(a, b, axis)
-        close(softmax_host.softmax_loss(a, b, axis=axis), loss)
-        close_grad(softmax_host.softmax_grad_logits(a, b, axis=axis), grad)
-        fused_loss, fused_grad = softmax_host.softmax_loss_and_grad(a, b, axis=axis)
+        close(softmax_kernels.softmax_loss(a, b, axis=axis), loss)
+        close_grad(softmax_kernels.softmax_grad_logits(a, b, axis=axis), grad)
+        fused_loss, fused_grad = softmax_kernels.softmax_loss_and_grad(a, b, axis=axis)
         close(fused_loss, loss)
         close_grad(fused_grad, grad)
     labels = np.random.default_rng(1).integers(0, 9, (13, 17))
     for a, lab in [(x[::-1], labels[::-1]), (x.transpose(1, 0, 2), labels.T), (x[:, 2:5], labels[:, 2:5])]:  # fmt: skip  # noqa: E501
-        close(softmax_host.sparse_softmax_loss(a, lab), reference.sparse_softmax(a, lab, xp=np))
+        close(softmax_kernels.sparse_softmax_loss(a, lab), reference.sparse_softmax(a, lab, xp=np))
         ones = np.ones(lab.shape, a.dtype)
-        close_grad(softmax_host.sparse_softmax_grad_logits(a, lab),
+        close_grad(softmax_kernels.sparse_softmax_grad_logits(a, lab),
                    reference.sparse_softmax_grad(a, lab, ones, xp=np))  # fmt: skip
 
 
@@ -330,26 +330,26 @@ def test_other_dtypes_match_the_reference(dtype: str) -> None:
     x = as_array(rng.standard_normal((40, 33)) * 5, dtype)
     z = as_array(rng.random((40, 33)), dtype)
     labels = rng.integers(0, 33, 40)
-    loss, grad = softmax_host.softmax_loss_and_grad(x, z)
+    loss, grad = softmax_kernels.softmax_loss_and_grad(x, z)
     assert loss.dtype == x.dtype and grad.dtype == x.dtype
     ref_loss, ref_grad = reference_pair(x, z, -1)
     np.testing.assert_array_max_ulp(floats(loss), floats(ref_loss), maxulp=1e9)  # finite, same
     tolerance = float(np.finfo(np.float16).eps if dtype != "float64" else 1e-14)
     np.testing.assert_allclose(floats(loss), floats(ref_loss), rtol=tolerance)
     np.testing.assert_allclose(floats(grad), floats(ref_grad), rtol=tolerance, atol=tolerance / 64)
-    sparse = softmax_host.sparse_softmax_loss(x, labels)
+    sparse = softmax_kernels.sparse_softmax_loss(x, labels)
     np.testing.assert_allclose(floats(sparse), floats(reference.sparse_softmax(x, labels, xp=np)),
                                rtol=tolerance)  # fmt: skip
 
 
 def test_empty_inputs() -> None:
     x = np.zeros((0, 5), np.float32)
-    assert softmax_host.softmax_loss(x, x).shape == (0,)
-    assert softmax_host.softmax_grad_logits(x, x).shape == (0, 5)
-    assert softmax_host.sparse_softmax_loss(x, np.zeros(0, int)).shape == (0,)
-    loss, grad = softmax_host.sparse_softmax_loss_and_grad(x, np.zeros(0, int))
+    assert softmax_kernels.softmax_loss(x, x).shape == (0,)
+    assert softmax_kernels.softmax_grad_logits(x, x).shape == (0, 5)
+    assert softmax_kernels.sparse_softmax_loss(x, np.zeros(0, int)).shape == (0,)
+    loss, grad = softmax_kernels.sparse_softmax_loss_and_grad(x, np.zeros(0, int))
     assert loss.shape == (0,) and grad.shape == (0, 5)
-    assert softmax_host.softmax_loss(np.zeros((3, 0, 4)), np.zeros((3, 0, 4)), axis=2).shape == (
+    assert softmax_kernels.softmax_loss(np.zeros((3, 0, 4)), np.zeros((3, 0, 4)), axis=2).shape == (
         3,
         0,
     )
@@ -358,12 +358,12 @@ def test_empty_inputs() -> None:
     with pytest.raises(ValueError):
         reference.softmax(empty, empty, axis=-1, xp=np)
     with pytest.raises(ValueError, match=r"softmax_loss: logits have zero classes"):
-        softmax_host.softmax_loss(empty, empty)
+        softmax_kernels.softmax_loss(empty, empty)
     with pytest.raises(ValueError, match=r"sparse_softmax_grad_logits: logits have zero classes"):
-        softmax_host.sparse_softmax_grad_logits(empty, np.zeros(3, int))
+        softmax_kernels.sparse_softmax_grad_logits(empty, np.zeros(3, int))
     one = np.array([2.5], np.float32)  # one class: loss 0 for z = 1, gradient 0
-    assert softmax_host.softmax_loss(one, np.ones(1, np.float32)).tolist() == 0.0
-    assert softmax_host.softmax_grad_logits(one, np.ones(1, np.float32)).tolist() == [0.0]
+    assert softmax_kernels.softmax_loss(one, np.ones(1, np.float32)).tolist() == 0.0
+    assert softmax_kernels.softmax_grad_logits(one, np.ones(1, np.float32)).tolist() == [0.0]
 
 
 def test_large_input_spot_checked() -> None:
@@ -372,16 +372,16 @@ def test_large_input_spot_checked() -> None:
     x = (rng.standard_normal((3000, 1500)) * 8).astype(np.float32)
     z = rng.random((3000, 1500)).astype(np.float32)
     labels = rng.integers(0, 1500, 3000)
-    loss, grad = softmax_host.softmax_loss_and_grad(x, z)
-    sparse = softmax_host.sparse_softmax_loss(x, labels)
+    loss, grad = softmax_kernels.softmax_loss_and_grad(x, z)
+    sparse = softmax_kernels.sparse_softmax_loss(x, labels)
     picks = np.concatenate([rng.integers(0, 3000, 40), [0, 2999]])
     ref_loss, ref_grad = reference_pair(x[picks], z[picks], -1)
     close(loss[picks], ref_loss)
-    close(softmax_host.softmax_loss(x, z)[picks], ref_loss)
+    close(softmax_kernels.softmax_loss(x, z)[picks], ref_loss)
     close_grad(grad[picks], ref_grad)
     close(sparse[picks], reference.sparse_softmax(x[picks], labels[picks], xp=np))
     # Serial (one row) and parallel (all rows) give the same numbers: the same row code.
-    np.testing.assert_array_equal(softmax_host.softmax_loss(x[picks[:1]], z[picks[:1]]),
+    np.testing.assert_array_equal(softmax_kernels.softmax_loss(x[picks[:1]], z[picks[:1]]),
                                   loss[picks[:1]])  # fmt: skip
 
 
@@ -396,46 +396,46 @@ def test_upstream(data: tuple[np.ndarray, np.ndarray]) -> None:
                rng.normal(size=(13, 1)).astype(np.float32), rng.normal(size=17)):  # fmt: skip
         full = np.broadcast_to(np.asarray(up, np.float32), (13, 17))
         ref = reference.softmax_grad(x, z, full, axis=-1, wrt="logits", xp=np)
-        close_grad(softmax_host.softmax_grad_logits(x, z, upstream=up), ref)
+        close_grad(softmax_kernels.softmax_grad_logits(x, z, upstream=up), ref)
         ref = reference.sparse_softmax_grad(x, labels, full, xp=np)
-        close_grad(softmax_host.sparse_softmax_grad_logits(x, labels, upstream=up), ref)
+        close_grad(softmax_kernels.sparse_softmax_grad_logits(x, labels, upstream=up), ref)
     # per unit upstream, times upstream later: what the fused kernels are for
     up = rng.normal(size=(13, 17)).astype(np.float32)
-    _, per_unit = softmax_host.softmax_loss_and_grad(x, z)
-    close_grad(per_unit * up[..., None], softmax_host.softmax_grad_logits(x, z, upstream=up))
+    _, per_unit = softmax_kernels.softmax_loss_and_grad(x, z)
+    close_grad(per_unit * up[..., None], softmax_kernels.softmax_grad_logits(x, z, upstream=up))
 
 
 def test_out_argument(data: tuple[np.ndarray, np.ndarray]) -> None:
     x, z = data
-    loss, grad = softmax_host.softmax_loss(x, z), softmax_host.softmax_grad_logits(x, z)
+    loss, grad = softmax_kernels.softmax_loss(x, z), softmax_kernels.softmax_grad_logits(x, z)
     out = np.empty((13, 17), np.float32)
-    assert softmax_host.softmax_loss(x, z, out=out) is out
+    assert softmax_kernels.softmax_loss(x, z, out=out) is out
     np.testing.assert_array_equal(out, loss)
     strided = np.empty((26, 17), np.float32)[::2]
-    assert softmax_host.softmax_loss(x, z, out=strided) is strided
+    assert softmax_kernels.softmax_loss(x, z, out=strided) is strided
     np.testing.assert_array_equal(strided, loss)
     g = np.empty((13, 17, 9), np.float32, order="F")
-    assert softmax_host.softmax_grad_logits(x, z, out=g) is g
+    assert softmax_kernels.softmax_grad_logits(x, z, out=g) is g
     np.testing.assert_array_equal(g, grad)
     in_place = x.copy()  # the gradient written over the logits
-    assert softmax_host.softmax_grad_logits(in_place, z, out=in_place) is in_place
+    assert softmax_kernels.softmax_grad_logits(in_place, z, out=in_place) is in_place
     np.testing.assert_array_equal(in_place, grad)
     shifted = np.concatenate([x.ravel(), [0.5]]).astype(np.float32)  # out overlaps x, shifted
-    expected = softmax_host.softmax_grad_logits(shifted[1:].reshape(13, 17, 9), z)
-    softmax_host.softmax_grad_logits(shifted[1:].reshape(13, 17, 9), z,
+    expected = softmax_kernels.softmax_grad_logits(shifted[1:].reshape(13, 17, 9), z)
+    softmax_kernels.softmax_grad_logits(shifted[1:].reshape(13, 17, 9), z,
                                  out=shifted[:-1].reshape(13, 17, 9))  # fmt: skip
     np.testing.assert_array_equal(shifted[:-1].reshape(13, 17, 9), expected)
     labels = np.zeros((13, 17), int)
     sparse_out = np.empty((13, 17), np.float32)
-    softmax_host.sparse_softmax_loss(x, labels, out=sparse_out)
-    np.testing.assert_array_equal(sparse_out, softmax_host.sparse_softmax_loss(x, labels))
+    softmax_kernels.sparse_softmax_loss(x, labels, out=sparse_out)
+    np.testing.assert_array_equal(sparse_out, softmax_kernels.sparse_softmax_loss(x, labels))
     with pytest.raises(TypeError, match="softmax_loss: out must have the logits' dtype or "
                                         "float64 float32, got float16"):  # fmt: skip
-        softmax_host.softmax_loss(x, z, out=np.empty((13, 17), np.float16))
+        softmax_kernels.softmax_loss(x, z, out=np.empty((13, 17), np.float16))
     # A float64 out: the loss before its rounding to float32 (for reductions). The narrow
     # kernel's exp is float32-sized: within 2^-26 of the reference's float64 value, relative.
     wide = np.empty((13, 17))
-    assert softmax_host.softmax_loss(x, z, out=wide) is wide
+    assert softmax_kernels.softmax_loss(x, z, out=wide) is wide
     np.testing.assert_array_equal(wide.astype(np.float32), loss)
     import array_api_compat.numpy as xp
 
@@ -447,47 +447,47 @@ def test_out_argument(data: tuple[np.ndarray, np.ndarray]) -> None:
     np.testing.assert_array_equal(wide[~finite], reference[~finite])
     with pytest.raises(ValueError, match=r"softmax_loss: out must have shape \(13, 17\), got "
                                          r"\(13, 17, 9\)"):  # fmt: skip
-        softmax_host.softmax_loss(x, z, out=np.empty_like(x))
+        softmax_kernels.softmax_loss(x, z, out=np.empty_like(x))
     with pytest.raises(ValueError, match=r"softmax_grad_logits: out must have shape"):
-        softmax_host.softmax_grad_logits(x, z, out=np.empty((13, 17), np.float32))
+        softmax_kernels.softmax_grad_logits(x, z, out=np.empty((13, 17), np.float32))
     with pytest.raises(TypeError, match="sparse_softmax_grad_logits: out must have the logits'"):
-        softmax_host.sparse_softmax_grad_logits(x, labels, out=np.empty(x.shape, np.float16))
+        softmax_kernels.sparse_softmax_grad_logits(x, labels, out=np.empty(x.shape, np.float16))
     readonly = np.empty((13, 17), np.float32)
     readonly.flags.writeable = False
     with pytest.raises(ValueError, match="sparse_softmax_loss: out is read-only"):
-        softmax_host.sparse_softmax_loss(x, labels, out=readonly)
+        softmax_kernels.sparse_softmax_loss(x, labels, out=readonly)
     with pytest.raises(TypeError, match="softmax_loss: out must be a NumPy array, got list"):
-        softmax_host.softmax_loss(x, z, out=[0.0])
+        softmax_kernels.softmax_loss(x, z, out=[0.0])
 
 
 def test_argument_errors(data: tuple[np.ndarray, np.ndarray]) -> None:
     x, z = data
     with pytest.raises(TypeError, match="softmax_loss: logits must be float16, bfloat16, "
                                         "float32 or float64, got int32"):  # fmt: skip
-        softmax_host.softmax_loss(x.astype(np.int32), z)
+        softmax_kernels.softmax_loss(x.astype(np.int32), z)
     with pytest.raises(TypeError, match="softmax_loss_and_grad: logits must be a NumPy array"):
-        softmax_host.softmax_loss_and_grad([1.0], [1.0])
+        softmax_kernels.softmax_loss_and_grad([1.0], [1.0])
     with pytest.raises(ValueError, match=r"softmax_loss: labels of shape \(5, 9\) must "
                                          r"broadcast to the logits' shape"):  # fmt: skip
-        softmax_host.softmax_loss(x, z[0, :5])
+        softmax_kernels.softmax_loss(x, z[0, :5])
     # Labels that broadcast are read as broadcast (one row for every row: a zero stride).
     np.testing.assert_array_equal(
-        softmax_host.softmax_loss(x, z[0]),
-        softmax_host.softmax_loss(x, np.broadcast_to(z[0], x.shape).copy()),
+        softmax_kernels.softmax_loss(x, z[0]),
+        softmax_kernels.softmax_loss(x, np.broadcast_to(z[0], x.shape).copy()),
     )
     with pytest.raises(ValueError, match=r"softmax_grad_logits: axis 3 is out of range"):
-        softmax_host.softmax_grad_logits(x, z, axis=3)
+        softmax_kernels.softmax_grad_logits(x, z, axis=3)
     with pytest.raises(ValueError, match=r"softmax_grad_logits: upstream of shape \(5,\) must "
                                          r"broadcast to the loss's shape \(13, 17\)"):  # fmt: skip
-        softmax_host.softmax_grad_logits(x, z, upstream=np.ones(5))
+        softmax_kernels.softmax_grad_logits(x, z, upstream=np.ones(5))
     with pytest.raises(TypeError, match="sparse_softmax_loss: labels must have an integer "
                                         "dtype, got float32"):  # fmt: skip
-        softmax_host.sparse_softmax_loss(x, z[..., 0])
+        softmax_kernels.sparse_softmax_loss(x, z[..., 0])
     with pytest.raises(ValueError, match=r"sparse_softmax_loss_and_grad: labels must have shape "
                                          r"\(13, 17\), got \(13,\)"):  # fmt: skip
-        softmax_host.sparse_softmax_loss_and_grad(x, np.zeros(13, int))
+        softmax_kernels.sparse_softmax_loss_and_grad(x, np.zeros(13, int))
     with pytest.raises(ValueError, match="softmax_loss: logits must have a class axis"):
-        softmax_host.softmax_loss(np.ones((), np.float32), np.ones((), np.float32))
+        softmax_kernels.softmax_loss(np.ones((), np.float32), np.ones((), np.float32))
 
 
 def test_inputs_not_modified(data: tuple[np.ndarray, np.ndarray]) -> None:
@@ -495,10 +495,10 @@ def test_inputs_not_modified(data: tuple[np.ndarray, np.ndarray]) -> None:
     labels = np.arange(13 * 17).reshape(13, 17) % 9
     up = np.ones((13, 17), np.float32)
     copies = [a.copy() for a in (x, z, labels, up)]
-    softmax_host.softmax_loss_and_grad(x, z, axis=0)
-    softmax_host.softmax_grad_logits(x.T, z.T, axis=0, upstream=up.T)
-    softmax_host.sparse_softmax_loss_and_grad(x, labels)
-    softmax_host.sparse_softmax_grad_logits(x, labels, upstream=up)
+    softmax_kernels.softmax_loss_and_grad(x, z, axis=0)
+    softmax_kernels.softmax_grad_logits(x.T, z.T, axis=0, upstream=up.T)
+    softmax_kernels.sparse_softmax_loss_and_grad(x, labels)
+    softmax_kernels.sparse_softmax_grad_logits(x, labels, upstream=up)
     for a, b in zip((x, z, labels, up), copies, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -512,20 +512,20 @@ def test_fused_equals_separate(dtype: str) -> None:
     x = as_array(rng.standard_normal((70, 300)) * 6, dtype)
     z = as_array(rng.random((70, 300)), dtype)
     labels = rng.integers(0, 300, 70)
-    loss, grad = softmax_host.softmax_loss_and_grad(x, z)
-    np.testing.assert_array_equal(grad, softmax_host.softmax_grad_logits(x, z))
+    loss, grad = softmax_kernels.softmax_loss_and_grad(x, z)
+    np.testing.assert_array_equal(grad, softmax_kernels.softmax_grad_logits(x, z))
     # The fused loss uses the float64-accurate exp the gradient needs: equal, or 1 ULP apart
     # where the loss-only kernel's float32-sized exp rounds the other way.
-    np.testing.assert_array_max_ulp(floats(loss), floats(softmax_host.softmax_loss(x, z)),
+    np.testing.assert_array_max_ulp(floats(loss), floats(softmax_kernels.softmax_loss(x, z)),
                                     maxulp=1 if dtype != "float16" else 2**-13 * 2**29)  # fmt: skip
-    loss, grad = softmax_host.sparse_softmax_loss_and_grad(x, labels)
-    np.testing.assert_array_equal(grad, softmax_host.sparse_softmax_grad_logits(x, labels))
-    close(floats(loss), floats(softmax_host.sparse_softmax_loss(x, labels)))
+    loss, grad = softmax_kernels.sparse_softmax_loss_and_grad(x, labels)
+    np.testing.assert_array_equal(grad, softmax_kernels.sparse_softmax_grad_logits(x, labels))
+    close(floats(loss), floats(softmax_kernels.sparse_softmax_loss(x, labels)))
     q = as_array(rng.random(300) * 3, dtype)
     for weight in (None, 2.0, q):
-        loss, grad = logistic_host.logistic_loss_and_grad(x, z, weight)
-        np.testing.assert_array_equal(loss, logistic_host.logistic_loss(x, z, weight))
-        np.testing.assert_array_equal(grad, logistic_host.logistic_grad_logits(x, z, weight))
+        loss, grad = logistic_kernels.logistic_loss_and_grad(x, z, weight)
+        np.testing.assert_array_equal(loss, logistic_kernels.logistic_loss(x, z, weight))
+        np.testing.assert_array_equal(grad, logistic_kernels.logistic_grad_logits(x, z, weight))
 
 
 def test_threads_get_the_same_results() -> None:
@@ -538,8 +538,8 @@ def test_threads_get_the_same_results() -> None:
         z = rng.random((rows, 700)).astype(dtype)
         labels = rng.integers(0, 700, rows)
         expected = (
-            softmax_host.softmax_loss_and_grad(x, z),
-            softmax_host.sparse_softmax_loss(x, labels),
+            softmax_kernels.softmax_loss_and_grad(x, z),
+            softmax_kernels.sparse_softmax_loss(x, labels),
         )
         jobs.append((x, z, labels, expected))
     failures: list[str] = []
@@ -547,10 +547,10 @@ def test_threads_get_the_same_results() -> None:
     def work(k: int) -> None:
         x, z, labels, ((loss, grad), sparse) = jobs[k]
         for _ in range(10):
-            got_loss, got_grad = softmax_host.softmax_loss_and_grad(x, z)
+            got_loss, got_grad = softmax_kernels.softmax_loss_and_grad(x, z)
             if not (np.array_equal(got_loss, loss) and np.array_equal(got_grad, grad)):
                 failures.append(f"soft {k}")
-            if not np.array_equal(softmax_host.sparse_softmax_loss(x, labels), sparse):
+            if not np.array_equal(softmax_kernels.sparse_softmax_loss(x, labels), sparse):
                 failures.append(f"sparse {k}")
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(len(jobs))]

@@ -1,6 +1,6 @@
 """The machinery of the fused, multi-threaded CPU kernels (numba); the kernels themselves, one
 tile or row function per loss, are in ``_losses.<family>.kernel``, their entry points in
-``_losses.<family>.host``.
+``_losses.<family>.kernel``.
 
 NumPy arrays only; ``_core.route`` decides when a call comes to the kernels. Importing this
 package imports numba (``import logitloss`` does not import it); the kernels are compiled on

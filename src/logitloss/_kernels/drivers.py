@@ -2,7 +2,7 @@
 (``through_float32``), the one launch loop (``launch``: operands, serial or parallel, call), and
 the run of an elementwise kernel pair (``elementwise``).
 
-NumPy arrays only. The family modules (``_losses.<family>.host``) build their entry points from
+NumPy arrays only. The family modules (``_losses.<family>.kernel``) build their entry points from
 these; ``_core.route`` decides when a call comes to them.
 """
 

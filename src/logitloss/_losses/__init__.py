@@ -1,5 +1,5 @@
 """The loss families, each in its folder: its formula (Array API math, with the exact gradients),
-its numba kernel and the kernel's host entry points, side by side.
+its numba kernel with the kernel's entry points, side by side.
 
 Every formula takes arrays already validated, broadcast and converted to the *compute* dtype
 (float64 wherever the library has it, see ``_core.arrays``), and the namespace ``xp`` as a

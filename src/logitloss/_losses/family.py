@@ -3,7 +3,7 @@ and its kernel entry points.
 
 The reference (``reference``), the kernel-or-reference switch (``compute``), the PyTorch and
 JAX autodiff adapters (``_autodiff``) and ``_api.dispatch`` read a :class:`Family` and nothing
-else of a loss: adding a loss is a family folder (formula, kernel, host) with one instance
+else of a loss: adding a loss is a family folder (formula, kernel) with one instance
 beside its formula, and its public functions (with their entry in the tools' registry).
 
 Conventions a family's functions follow:
@@ -15,10 +15,10 @@ Conventions a family's functions follow:
   they are, ``None`` for an absent optional operand) and return unreduced, unrounded values;
   a gradient is elementwise, the shape the logits and operands broadcast to, per unit
   upstream (before the class axis is summed away);
-- the kernel entry points are the host module's ``<name>_loss(x, *operands, **options,
+- the kernel entry points are the kernel module's ``<name>_loss(x, *operands, **options,
   out=None)``, ``<name>_grad_logits(x, *operands, **options, upstream=None)`` and
   ``<name>_loss_and_grad(x, *operands, **options)``, looked up when called (so that they can
-  be replaced in tests) and imported then (importing a host imports numba).
+  be replaced in tests) and imported then (importing a kernel module imports numba).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Family:
     Hashed by identity (one instance per family), so that it can key caches (the JAX rules).
     """
 
-    #: The prefix of the host module's entry points: ``"logistic"``, ``"softmax"``...
+    #: The prefix of the kernel module's entry points: ``"logistic"``, ``"softmax"``...
     name: str
     #: The names of the arguments after the logits, in order (``"labels"``, ``"pos_weight"``).
     operands: tuple[str, ...]
@@ -55,7 +55,7 @@ class Family:
     #: formula, same signature as ``loss``. An input missing here is not differentiable.
     grads: Mapping[str, Formula]
     #: The absolute name of the module holding the kernel entry points.
-    host: str
+    kernels: str
     #: Operands that are integers (class indices): never widened, never differentiated.
     integer: frozenset[str] = frozenset()
     #: Operands that may broadcast against the logits (a scalar or per-class ``pos_weight``,
@@ -92,6 +92,6 @@ class Family:
         return tuple(wide)
 
     def kernel(self, entry: str) -> Callable[..., Any]:
-        """The host module's ``<name>_<entry>`` (``entry``: ``"loss"``, ``"grad_logits"``,
+        """The kernel module's ``<name>_<entry>`` (``entry``: ``"loss"``, ``"grad_logits"``,
         ``"loss_and_grad"``), read now."""
-        return getattr(importlib.import_module(self.host), f"{self.name}_{entry}")
+        return getattr(importlib.import_module(self.kernels), f"{self.name}_{entry}")

@@ -184,6 +184,6 @@ LOGISTIC = Family(
         "labels": logistic_grad_labels,
         "pos_weight": grad_pos_weight,
     },
-    host=f"{__package__}.host",
+    kernels=f"{__package__}.kernel",
     broadcast=frozenset({"pos_weight"}),
 )

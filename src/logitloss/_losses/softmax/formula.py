@@ -179,7 +179,7 @@ SOFTMAX = Family(
     operands=("labels",),
     loss=softmax_loss,
     grads={"logits": softmax_grad_logits, "labels": softmax_grad_labels},
-    host=f"{__package__}.host",
+    kernels=f"{__package__}.kernel",
     broadcast=frozenset({"labels"}),
     class_axis="axis",
 )
@@ -189,7 +189,7 @@ SPARSE_SOFTMAX = Family(
     operands=("labels",),
     loss=sparse_softmax_loss,
     grads={"logits": sparse_softmax_grad_logits},
-    host=f"{__package__}.host",
+    kernels=f"{__package__}.kernel",
     integer=frozenset({"labels"}),
     class_axis=-1,
 )
