@@ -152,3 +152,29 @@ def test_the_checks_can_fail() -> None:
     assert max(_layer(t) for t in planted.targets) > _layer("logitloss._core.arrays")
     assert _cyclic({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c"]
     assert _cyclic({"a": {"b"}, "b": set()}) == []
+
+
+def _readme_section(title: str) -> str:
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    start = readme.index(f"\n{title}\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start : end if end >= 0 else len(readme)]
+
+
+def test_readme_layout_names_every_module() -> None:
+    """The README's tree and its "adding a loss" list name files that exist, and every module."""
+    import re
+
+    section = _readme_section("## Layout")
+    named = set(re.findall(r"([A-Za-z_]\w*)\.py\b", section))
+    root = PACKAGE.parents[1]
+    files = {
+        p.stem for d in ("src", "tests", "benchmarks", "examples") for p in (root / d).rglob("*.py")
+    }
+    assert not named - files, f"the README's Layout names files that do not exist: {named - files}"
+    modules = {p.stem for p in PACKAGE.rglob("*.py") if p.stem not in ("__init__", "__main__")}
+    unnamed = {m for m in modules if not re.search(rf"\b{m}\b", section)}
+    assert not unnamed, f"modules the README's Layout does not name: {sorted(unnamed)}"
+    for path in re.findall(r"`(src/logitloss/[^`]+\.py)`", section):
+        concrete = path.replace("<family>", "logistic").replace("<loss>", "tf_nn")
+        assert (PACKAGE.parents[1] / concrete).exists(), path
