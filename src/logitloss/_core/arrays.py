@@ -51,10 +51,23 @@ def device(x: Array) -> Any:
 
 def dtype_name(dtype: Any) -> str:
     """``'float32'`` for ``numpy.float32``, ``torch.float32``, ``array_api_strict.float32``..."""
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable dtype-like object
+        pass
     name = getattr(dtype, "name", None)
     if not isinstance(name, str):
         name = str(dtype)
-    return name.rsplit(".", 1)[-1]
+    name = name.rsplit(".", 1)[-1]
+    if len(_DTYPE_NAMES) < 256:  # NumPy's dtype.name costs microseconds; dtypes are few
+        try:
+            _DTYPE_NAMES[dtype] = name
+        except TypeError:
+            pass
+    return name
+
+
+_DTYPE_NAMES: dict[Any, str] = {}
 
 
 def float_name(xp: Any, dtype: Any) -> str | None:

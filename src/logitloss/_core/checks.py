@@ -24,6 +24,8 @@ def describe(value: Any) -> str:
 
 def is_numpy_like(value: Any) -> bool:
     """NumPy arrays and array-likes (lists, scalars), which join the other arrays' library."""
+    if isinstance(value, (np.ndarray, np.generic, float, int)):  # the common cases, at once
+        return True
     return not arrays.is_array(value) or arrays.is_numpy_array(value)
 
 
