@@ -51,8 +51,10 @@ def device(x: Array) -> Any:
 
 def dtype_name(dtype: Any) -> str:
     """``'float32'`` for ``numpy.float32``, ``torch.float32``, ``array_api_strict.float32``..."""
+    # Keyed by type too: dtypes of two libraries may hash alike, and comparing them can warn.
+    key = (type(dtype), dtype)
     try:
-        return _DTYPE_NAMES[dtype]
+        return _DTYPE_NAMES[key]
     except (KeyError, TypeError):  # TypeError: an unhashable dtype-like object
         pass
     name = getattr(dtype, "name", None)
@@ -61,13 +63,13 @@ def dtype_name(dtype: Any) -> str:
     name = name.rsplit(".", 1)[-1]
     if len(_DTYPE_NAMES) < 256:  # NumPy's dtype.name costs microseconds; dtypes are few
         try:
-            _DTYPE_NAMES[dtype] = name
+            _DTYPE_NAMES[key] = name
         except TypeError:
             pass
     return name
 
 
-_DTYPE_NAMES: dict[Any, str] = {}
+_DTYPE_NAMES: dict[tuple[type, Any], str] = {}
 
 
 def float_name(xp: Any, dtype: Any) -> str | None:
