@@ -92,7 +92,7 @@ def sigmoid_focal_loss(
     x = checks.logits_array(fn, logits, xp, device)
     z = checks.float_labels(fn, "labels", labels, x, xp)
     checks.same_shape(fn, "labels", z, x)
-    with reductions.quiet():
+    with arrays.quiet():
         wx, wz = arrays.widen(xp, x, z)
         loss = dispatch.logistic(wx, wz, None, xp=xp)
         if gamma:

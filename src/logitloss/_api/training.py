@@ -160,7 +160,7 @@ def binary_cross_entropy_with_logits(
             if reduction == "mean":
                 total = reductions.counted_mean(total, denominator)
             return reductions.scalar(total, like=x, xp=xp)
-    with reductions.quiet():
+    with arrays.quiet():
         wx, wz, wq, ww = arrays.widen(xp, x, z, q, w)
         if smoothing:
             wz = wz * (1 - smoothing) + smoothing / 2
@@ -305,7 +305,7 @@ def cross_entropy(
         # Ignored and masked rows take class 0, so that only real labels meet the range check.
         labels = xp.where(counted, labels, xp.zeros_like(labels))
         labels = checks.sparse_labels(fn, labels, _classes_last(x, axis, xp=xp), xp)
-        with reductions.quiet():
+        with arrays.quiet():
             # The logits stay in their dtype: the sparse loss comes back in the compute dtype.
             ww = None if w is None else xp.astype(w, arrays.compute_dtype(xp, x), copy=False)
             loss, row_weight = _index_loss(x, labels, ww, softmax_options, xp=xp)
@@ -313,7 +313,7 @@ def cross_entropy(
         z = checks.float_labels(fn, "labels", labels, x, xp)
         checks.broadcasts_into(fn, "labels", z, tuple(x.shape))
         counted = mask
-        with reductions.quiet():
+        with arrays.quiet():
             if w is None and not (smoothing or z_scale) and tuple(z.shape) == tuple(x.shape):
                 # The plain loss: from the logits in their dtype, in the compute dtype.
                 loss = dispatch.softmax_wide(x, z, axis=softmax_options.axis, xp=xp)
@@ -321,7 +321,7 @@ def cross_entropy(
             else:
                 wx, wz, ww = arrays.widen(xp, x, z, w)
                 loss, row_weight = _probability_loss(wx, wz, ww, softmax_options, xp=xp)
-    with reductions.quiet():
+    with arrays.quiet():
         loss, denominator = _counted(loss, row_weight, counted, xp=xp)
         return reductions.reduce(loss, denominator, reduction, dtype=x.dtype, xp=xp)
 

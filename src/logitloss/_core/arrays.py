@@ -169,3 +169,10 @@ def fix_where(value: Array, mask: Array, fix: Any, args: tuple, *, xp: Any) -> A
 def broadcast_shape(*operands: Array) -> tuple[int, ...]:
     """The shape ``operands`` broadcast to."""
     return tuple(np.broadcast_shapes(*(tuple(a.shape) for a in operands)))
+
+
+def quiet() -> np.errstate:
+    """NumPy's warnings off for what the formulas do on purpose: inf - inf in the error-free
+    difference of an infinite logit and 0 / 0, both selected away by ``where``, and the final
+    rounding of a loss beyond the dtype's range to inf (the correctly rounded result)."""
+    return np.errstate(invalid="ignore", over="ignore", divide="ignore")

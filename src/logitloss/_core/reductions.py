@@ -65,12 +65,6 @@ def counted_mean(total: Any, count: Any, *, xp: Any = None) -> Any:
     return xp.where(empty, zero, total / xp.where(empty, one, count))
 
 
-def quiet() -> np.errstate:
-    """NumPy's warnings off for what the formulas do on purpose: overflow to inf, inf - inf and
-    0 / 0 selected away by ``where`` (see ``_losses.reference``)."""
-    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
-
-
 def scalar(value: float, *, like: Array, xp: Any) -> Array:
     """A Python float (a float64 reduction) as a 0-d array of ``like``'s dtype, library and
     device, rounded once."""

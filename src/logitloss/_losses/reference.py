@@ -10,24 +10,18 @@ from typing import Any
 
 import numpy as np
 
+from .._core import arrays
 from .._core.arrays import Array
 from .family import Family, Operands, Options
 from .logistic.formula import LOGISTIC
 from .softmax.formula import SOFTMAX, SPARSE_SOFTMAX
 
 
-def _quiet_numpy() -> np.errstate:
-    """NumPy warns about what the formulas do on purpose: inf - inf in the error-free difference
-    of an infinite logit (an entry the formula then discards), and the final rounding of a loss
-    beyond the dtype's range to inf (the correctly rounded result)."""
-    return np.errstate(invalid="ignore", over="ignore")
-
-
 def value(family: Family, x: Array, operands: Operands, options: Options, *, xp: Any) -> Array:
     """The family's loss of ``x`` and ``operands`` (in ``family.operands``' order) with these
     options, in ``x``'s dtype: elementwise, or with the class axis summed away."""
     wide = family.widen(xp, x, operands)
-    with _quiet_numpy():
+    with arrays.quiet():
         return xp.astype(family.loss(*wide, xp=xp, **options), x.dtype, copy=False)
 
 
@@ -48,7 +42,7 @@ def grad(
     axis = family.axis(options)
     if axis is not None:
         wg = xp.expand_dims(wg, axis=axis)
-    with _quiet_numpy():
+    with arrays.quiet():
         grad = family.grads[wrt](*wide, xp=xp, **options) * wg
         if wrt in family.broadcast:
             operand = operands[family.operands.index(wrt)]
