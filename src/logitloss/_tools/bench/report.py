@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,29 @@ def rows_for(w: Workload, seconds: dict[str, float], quiet: bool) -> list[dict[s
 
 
 def csv_text(rows: list[dict[str, Any]], env: dict[str, str]) -> str:
+    return csv_text_for(rows, env, FIELDS)
+
+
+def csv_text_for(rows: list[dict[str, Any]], env: dict[str, str], fields: tuple[str, ...]) -> str:
+    """The long-format CSV of a benchmark with its own columns: ``# key: value`` header lines
+    (the environment), then one line per row."""
     out = io.StringIO()
     for key, value in env.items():
         out.write(f"# {key}: {value}\n")
-    writer = csv.DictWriter(out, FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(out, fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+def simd() -> str:
+    """The widest x86 vector extension the CPU reports (``AVX-512``, ``AVX2``), else the
+    machine's architecture."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
 
 
 def _by_workload(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
