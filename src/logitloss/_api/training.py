@@ -10,12 +10,68 @@ a second time: what is new is how the options combine the exact pieces.
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
 from typing import Any, NamedTuple
+
+import array_api_compat
+import numpy as np
 
 from .._core import arrays, checks, options, reductions
 from .._core.arrays import Array
+from .._losses import training as fused
 from .._losses.softmax import formula as softmax_formula
 from . import dispatch
+
+#: Set by ``value_and_grad``: a list that receives the logits' gradient of the one call it makes.
+GRADIENT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "logitloss_gradient", default=None
+)
+
+
+def _fused(
+    loss: str,
+    x: Array,
+    operands: tuple,
+    options: dict[str, Any],
+    recompute: Callable[[Array], Array],
+    *,
+    xp: Any,
+) -> Array | None:
+    """The reduced loss by the fused kernels (``_losses.training``: the loss and the logits'
+    gradient in one pass) where the gradient is wanted with it: PyTorch CPU logits that need
+    one (and nothing else that does), or a ``value_and_grad`` call. None elsewhere: the
+    composed path, which computes the value alone."""
+    adapter = None
+    if not isinstance(x, np.ndarray):
+        if not array_api_compat.is_torch_array(x):
+            return None
+        from .._autodiff import torch_training as adapter
+
+        if adapter.compiling():
+            # Under torch.compile, before the context variables below, which Dynamo cannot read.
+            if not (adapter.fusable(x, operands) and adapter.compiled_kernels_take(x)):
+                return None
+            return adapter.reduced(loss, x, operands, options, recompute)
+    if not fused.applies(x):
+        return None
+    gradient = GRADIENT.get()
+    if gradient is not None:
+        result = fused.reduced(loss, x, operands, options)
+        gradient.append(result.grad)
+        return reductions.scalar(result.value, like=x, xp=xp)
+    if adapter is None or not adapter.fusable(x, operands):
+        return None
+    return adapter.reduced(loss, x, operands, options, recompute)
+
+
+def _torch_autocast(x: Any) -> Any:
+    """Logits as ``torch.autocast`` hands them to torch's own losses (float32)."""
+    if isinstance(x, np.ndarray) or not array_api_compat.is_torch_array(x):
+        return x
+    from .._autodiff import torch_training
+
+    return torch_training.autocast_input(x)
 
 
 def _times(weight: Array, loss: Array, *, xp: Any) -> Array:
@@ -141,7 +197,7 @@ def binary_cross_entropy_with_logits(
     xp, device = checks.namespace_of(
         fn, logits=logits, labels=labels, pos_weight=pos_weight, weight=weight, where=where
     )
-    x = checks.logits_array(fn, logits, xp, device)
+    x = _torch_autocast(checks.logits_array(fn, logits, xp, device))
     z = checks.float_labels(fn, "labels", labels, x, xp)
     checks.same_shape(fn, "labels", z, x)
     shape = tuple(x.shape)
@@ -153,6 +209,17 @@ def binary_cross_entropy_with_logits(
         # the reference (no float64 copies of the inputs here).
         return dispatch.logistic(x, z, q, xp=xp)
     if reduction != "none":
+        fast = _fused(
+            "binary_cross_entropy", x, (z, q, _counted_weight(w, mask, x, xp=xp)),
+            {"smoothing": smoothing, "reduction": reduction},
+            lambda v: binary_cross_entropy_with_logits(
+                v, z, pos_weight=q, weight=w, label_smoothing=smoothing, where=mask,
+                reduction=reduction,
+            ),
+            xp=xp,
+        )  # fmt: skip
+        if fast is not None:
+            return fast
         # Sum or mean: one kernel pass over the inputs, the per-element loss never written.
         sums = dispatch.logistic_sum(x, z, q, _counted_weight(w, mask, x, xp=xp), smoothing)
         if sums is not None:
@@ -281,7 +348,7 @@ def cross_entropy(
     z_scale = options.real(fn, "z_loss", z_loss, low=0.0)
     ignore_index = options.integer(fn, "ignore_index", ignore_index)
     xp, device = checks.namespace_of(fn, logits=logits, labels=labels, weight=weight, where=where)
-    x = checks.logits_array(fn, logits, xp, device)
+    x = _torch_autocast(checks.logits_array(fn, logits, xp, device))
     axis = checks.class_axis(fn, axis, x)
     num_classes = x.shape[axis]
     rows = tuple(n for i, n in enumerate(x.shape) if i != axis)
@@ -293,12 +360,27 @@ def cross_entropy(
     )
     mask = options.mask(fn, where, x, xp, rows)
     softmax_options = _SoftmaxOptions(axis, num_classes, smoothing, z_scale)
+    fused_options = {"axis": axis, "ignore_index": ignore_index, "smoothing": smoothing,
+                     "z_scale": z_scale, "reduction": reduction}  # fmt: skip
+    given = labels
+
+    def recompute(v: Array) -> Array:
+        return cross_entropy(
+            v, given, axis=axis, weight=w, ignore_index=ignore_index, label_smoothing=smoothing,
+            z_loss=z_scale, where=mask, reduction=reduction,
+        )  # fmt: skip
+
     if arrays.is_integer_dtype(xp, labels.dtype):
         if tuple(labels.shape) != rows:
             raise ValueError(
                 f"{fn}: integer `labels` (class indices) must have the shape of `logits` "
                 f"without axis {axis}, {rows}; got {tuple(labels.shape)}"
             )
+        if reduction != "none":
+            operands = (labels, None, w, mask)
+            fast = _fused("cross_entropy", x, operands, fused_options, recompute, xp=xp)
+            if fast is not None:
+                return fast
         counted = labels != ignore_index
         if mask is not None:
             counted = counted & mask
@@ -312,6 +394,11 @@ def cross_entropy(
     else:
         z = checks.float_labels(fn, "labels", labels, x, xp)
         checks.broadcasts_into(fn, "labels", z, tuple(x.shape))
+        if reduction != "none":
+            operands = (None, z, w, mask)
+            fast = _fused("cross_entropy", x, operands, fused_options, recompute, xp=xp)
+            if fast is not None:
+                return fast
         counted = mask
         with arrays.quiet():
             if w is None and not (smoothing or z_scale) and tuple(z.shape) == tuple(x.shape):

@@ -137,6 +137,20 @@ def applies(x: Array) -> bool:
     return _numba_installed()
 
 
+def kernels_take(x: Array) -> bool:
+    """Whether the kernels can take logits ``x`` at all, whatever its size: a NumPy array or a
+    PyTorch CPU tensor, numba installed, not inside :func:`reference_path` (the training
+    losses' fused path, whose one call replaces many small ones)."""
+    if _FORCE_REFERENCE.get():
+        return False
+    if not _is_numpy(x):
+        import array_api_compat
+
+        if not (array_api_compat.is_torch_array(x) and _is_cpu_tensor(x)):
+            return False
+    return _numba_installed()
+
+
 def to_numpy(a: Array | None) -> np.ndarray | None:
     """A NumPy view of ``a`` (a NumPy array as it is, a CPU tensor's memory without a copy)."""
     if a is None or _is_numpy(a):

@@ -366,6 +366,57 @@ def both(
 _ONE = np.ones(1)
 
 
+# --- Reduced with the gradient: the training loss's one pass -----------------------------------
+
+SumGradOperands = operands(
+    "SumGradOperands", __name__, x=ELEMENTWISE, z=ELEMENTWISE, q=BROADCAST, w=BROADCAST,
+    a=VALUE, b=VALUE, scale=VALUE, grad=ELEMENTWISE, partial=VALUE,
+)  # fmt: skip
+
+
+@over_tiles(SumGradOperands)
+def sum_and_grad(
+    x, x_stride, z, z_stride, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad,
+    grad_stride, partial, t, row, c0, c1, wide,
+):  # fmt: skip
+    """One tile's ``sum of w * loss`` into ``partial[t]`` and ``scale * w * d loss / d x``
+    into ``grad``, with the labels ``a z + b`` (smoothing); an element next to the gradient's
+    zero (narrow inputs) marked NaN and recomputed after the loop."""
+    xs = span(x, x_stride, row, c0, c1)
+    zs = span(z, z_stride, row, c0, c1)
+    gs = span(grad, grad_stride, row, c0, c1)
+    qs = span_or_first(q, q_stride, q_varies, row, c0, c1)
+    ws = span_or_first(w, w_stride, w_varies, row, c0, c1)
+    total = 0.0
+    # A constant q or w read once (a register, and loops LLVM unswitches and vectorises).
+    q0, w0 = np.float64(qs[0]), np.float64(ws[0])
+    for j in range(xs.size):
+        xv = np.float64(xs[j])
+        zv = a * np.float64(zs[j]) + b
+        qv = np.float64(qs[j]) if q_varies else q0
+        wv = np.float64(ws[j]) if w_varies else w0
+        total = add_reassoc(total, _weighted(wv, loss_element(xv, zv, qv, wide)))
+        g, d = grad_element(xv, zv, qv, wide)
+        gs[j] = _NAN if d else g * (wv * scale)
+    partial[t, 0] = total
+    if not wide and any_nan(gs):
+        _fix_near_zero_smoothed(xs, zs, qs, q_varies, ws, w_varies, a, b, scale, gs)
+
+
+@njit(error_model="numpy")
+def _fix_near_zero_smoothed(xs, zs, qs, q_varies, ws, w_varies, a, b, scale, gs):
+    """:func:`_fix_near_zero` for :func:`sum_and_grad`'s tile (smoothed labels, weights)."""
+    for j in range(xs.size):
+        if gs[j] == gs[j]:
+            continue
+        xv = np.float64(xs[j])
+        zv = a * np.float64(zs[j]) + b
+        qv = np.float64(qs[j] if q_varies else qs[0])
+        g, d = grad_element(xv, zv, qv, False)
+        g = grad_near_zero(xv, zv, qv) if d else g
+        gs[j] = g * (np.float64(ws[j] if w_varies else ws[0]) * scale)
+
+
 # --- Reduced: the sum of the loss, never written per element ------------------------------------
 #
 # Per tile, the float64 partial sums of ``w * loss`` and of ``w`` into row ``t`` of
@@ -441,7 +492,13 @@ def weighted_loss_sum(
 
 # --- Entry points: operands checked, laid out as rows, launched ------------------------------
 
-__all__ = ["logistic_grad_logits", "logistic_loss", "logistic_loss_and_grad", "logistic_loss_sum"]
+__all__ = [
+    "logistic_grad_logits",
+    "logistic_loss",
+    "logistic_loss_and_grad",
+    "logistic_loss_sum",
+    "logistic_loss_sum_and_grad",
+]
 
 
 def logistic_loss(
@@ -512,6 +569,55 @@ def logistic_loss_sum(
     # Without weights and smoothing the kernel without them: a shorter loop.
     plain = weight is None and not smoothing
     return _loss_sum(x, {"z": z, "q": q, "w": w}, {}, plain=plain, smoothing=smoothing)
+
+
+def logistic_loss_sum_and_grad(
+    x: np.ndarray,
+    z: Any,
+    q: Any = None,
+    weight: Any = None,
+    smoothing: float = 0.0,
+    scale: float = 1.0,
+) -> tuple[float, np.ndarray]:
+    """``(sum of weight * loss, scale * weight * d loss / d x)`` in one pass: the training
+    loss's value (as :func:`logistic_loss_sum`, labels smoothed toward 1/2 in float64) and its
+    logits' gradient already scaled (``scale``: the mean's ``1 / sum of weights``), rounded
+    once to ``x``'s dtype (in ``x``'s memory order)."""
+    fn = "logistic_loss_sum_and_grad"
+    x, z, q, _, _ = drivers.arguments(fn, x, z, q, None, None)
+    w = drivers.operand(fn, "weight", 1.0 if weight is None else weight, x, elementwise=False)
+    grad, total = _sum_and_grad(x, {"z": z, "q": q, "w": w}, {"grad": None},
+                                smoothing=smoothing, scale=scale)  # fmt: skip
+    return total, grad
+
+
+@drivers.through_float32
+def _sum_and_grad(
+    x: np.ndarray,
+    inputs: dict[str, np.ndarray],
+    outs: dict[str, np.ndarray | None],
+    *,
+    smoothing: float,
+    scale: float,
+) -> tuple[Any, ...]:
+    """:func:`logistic_loss_sum_and_grad` once its operands are checked: ``(grad, total)``."""
+    grad = np.empty_like(x)
+    if not x.size:
+        return grad, 0.0
+    a, b = 1.0 - smoothing, smoothing / 2
+    partials = []
+
+    def values(piece: Any) -> dict[str, Any]:
+        partial = np.empty((piece.rows * -(-piece.cols // runtime.TILE), 2), np.float64)
+        partials.append(partial)
+        return {"partial": partial, "a": a, "b": b, "scale": scale}
+
+    pieces, used = drivers.tiles(sum_and_grad, x, inputs, {"grad": grad})
+    drivers.launch(sum_and_grad, pieces, values)
+    if used["grad"] is not grad:
+        grad[...] = used["grad"]
+    sums = np.concatenate(partials)
+    return grad, math.fsum(sums[:, 0].tolist())
 
 
 @drivers.through_float32

@@ -59,9 +59,9 @@ _INF = math.inf
 
 
 @njit(**INLINE)
-def _row_max(xs):
+def row_max(xs):
     """The largest value of a row, ignoring NaN (a NaN makes the tail sum NaN: see
-    :func:`_no_limit`); ``-inf`` for a row of NaN and ``-inf``."""
+    :func:`no_limit`); ``-inf`` for a row of NaN and ``-inf``."""
     m = -_INF
     for j in range(xs.size):
         m = max_nan(m, np.float64(xs[j]))
@@ -69,7 +69,7 @@ def _row_max(xs):
 
 
 @njit(**INLINE)
-def _exp_diff(v, m, exact, precise, subnormal):
+def exp_diff(v, m, exact, precise, subnormal):
     """``(hi, e, overflow)`` for one entry: ``hi = x_j - m`` (0 at a maximum, also an
     infinite one), ``e = e^(x_j - m)`` (1 at a maximum), and whether ``x_j - m`` overflowed.
 
@@ -107,7 +107,7 @@ def _accumulate(hi, lo, value):
 
 
 @njit(**INLINE)
-def _soft_sums(xs, zs, m, exact, precise, subnormal):
+def soft_sums(xs, zs, m, exact, precise, subnormal):
     """Pass 2 for soft labels: ``(small_tail, ties, S, D, zn, first)``.
 
     ``small_tail``: sum of ``e`` below the maximum; ``ties``: entries equal to it; ``S``: sum
@@ -131,7 +131,7 @@ def _soft_sums(xs, zs, m, exact, precise, subnormal):
         for j in range(bx.size):
             v = np.float64(bx[j])
             zj = np.float64(bz[j])
-            hi, e, overflow = _exp_diff(v, m, exact, precise, subnormal)
+            hi, e, overflow = exp_diff(v, m, exact, precise, subnormal)
             is_max = v == m
             small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
             ties = add_reassoc(ties, 1.0 if is_max else 0.0)
@@ -151,8 +151,8 @@ def _soft_sums(xs, zs, m, exact, precise, subnormal):
 
 
 @njit(**INLINE)
-def _sparse_sums(xs, m, exact, precise, subnormal):
-    """Pass 2 for integer labels: ``(small_tail, ties, first)`` as :func:`_soft_sums`."""
+def sparse_sums(xs, m, exact, precise, subnormal):
+    """Pass 2 for integer labels: ``(small_tail, ties, first)`` as :func:`soft_sums`."""
     tail_hi = tail_lo = 0.0
     ties = 0.0
     n = xs.size
@@ -162,7 +162,7 @@ def _sparse_sums(xs, m, exact, precise, subnormal):
         small_tail = 0.0
         for j in range(bx.size):
             v = np.float64(bx[j])
-            _, e, _ = _exp_diff(v, m, exact, precise, subnormal)
+            _, e, _ = exp_diff(v, m, exact, precise, subnormal)
             is_max = v == m
             small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
             ties = add_reassoc(ties, 1.0 if is_max else 0.0)
@@ -172,7 +172,7 @@ def _sparse_sums(xs, m, exact, precise, subnormal):
 
 
 @njit(**INLINE)
-def _no_limit(m, small_tail, ties):
+def no_limit(m, small_tail, ties):
     """The reference's ``_nan_without_limit``: a NaN in the row (NaN tail), all ``-inf``, or
     more than one ``+inf``."""
     tail = small_tail + (ties - 1.0)
@@ -180,8 +180,8 @@ def _no_limit(m, small_tail, ties):
 
 
 @njit(**INLINE)
-def _soft_loss(m, small_tail, ties, total, gaps):
-    if _no_limit(m, small_tail, ties):
+def soft_row_loss(m, small_tail, ties, total, gaps):
+    if no_limit(m, small_tail, ties):
         return _NAN
     log_sum = math.log1p(small_tail + (ties - 1.0))
     # log_sum S, with S = 0 (all labels 0) giving 0: log_sum is finite here.
@@ -189,14 +189,14 @@ def _soft_loss(m, small_tail, ties, total, gaps):
 
 
 @njit(**INLINE)
-def _sparse_loss(xs, label, m, small_tail, ties, exact):
-    """``log1p(T') - (x_c - m)``: the one-hot case of :func:`_soft_loss` (NaN for a label that
+def sparse_row_loss(xs, label, m, small_tail, ties, exact):
+    """``log1p(T') - (x_c - m)``: the one-hot case of :func:`soft_row_loss` (NaN for a label that
     is not a class, as the reference's ``_nan_out_of_range``)."""
     n = xs.size
-    if label < 0 or label >= n or _no_limit(m, small_tail, ties):
+    if label < 0 or label >= n or no_limit(m, small_tail, ties):
         return _NAN
     v = np.float64(xs[label])
-    hi, _, overflow = _exp_diff(v, m, exact, False, False)
+    hi, _, overflow = exp_diff(v, m, exact, False, False)
     log_sum = math.log1p(small_tail + (ties - 1.0))
     if overflow:
         return 2.0 * (0.5 * log_sum + (0.5 * m - 0.5 * v))
@@ -207,7 +207,7 @@ _TINY_GAP = 2.0**-20
 
 
 @njit(**INLINE)
-def _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide):
+def soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide):
     """Pass 3: ``scale * d loss / d x_j`` for a row with a limit; mirrors
     ``formula.softmax_grad_logits``: ``S e_j / (c + t) - z_j`` below the maximum and
     ``((S_j - z_j (c - 1)) - z_j t) / (c + t)`` at a maximum, ``S_j`` the sum of the other labels
@@ -230,7 +230,7 @@ def _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, 
     for j in range(n):
         v = np.float64(xs[j])
         zj = np.float64(zs[j])
-        hi, e, _ = _exp_diff(v, m, True, True, wide)
+        hi, e, _ = exp_diff(v, m, True, True, wide)
         # S e / (c + t) - z as one fused multiply-add of S / (c + t): one rounding fewer than
         # the reference's, no division per element.
         elsewhere = share * e - zj
@@ -248,14 +248,14 @@ def _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, 
     ``u_j = expm1(x_j - m)``: ``D = C + t + U`` (``C`` maxima and near entries, ``t`` the far
     ``e``, ``U`` the near ``u``), numerators ``(S_j - z_j (C - 1)) - z_j (t + U)`` at a maximum,
     ``((S - z_j C) + S u_j) - z_j (t + U)`` near, ``S e_j / D - z_j`` far. Scalar (rare); the
-    sums compensated as :func:`_soft_sums`' (plain running sums cost a float64 row of 20 000
+    sums compensated as :func:`soft_sums`' (plain running sums cost a float64 row of 20 000
     classes 18 scale-ULP)."""
     n = xs.size
     count = ties
     far_hi = far_lo = near_hi = near_lo = tail_hi = tail_lo = 0.0
     for j in range(n):
         v = np.float64(xs[j])
-        hi, e, _ = _exp_diff(v, m, True, True, wide)
+        hi, e, _ = exp_diff(v, m, True, True, wide)
         if v == m:
             continue
         tail_hi, tail_lo = _accumulate(tail_hi, tail_lo, e)
@@ -269,7 +269,7 @@ def _soft_grad_row_near(xs, zs, gs, m, ties, total, others_first, first, scale, 
     for j in range(n):
         v = np.float64(xs[j])
         zj = np.float64(zs[j])
-        hi, e, _ = _exp_diff(v, m, True, True, wide)
+        hi, e, _ = exp_diff(v, m, True, True, wide)
         if v == m:
             others = others_first if j == first else total - zj
             num = (others - zj * (count - 1.0)) - zj * rest
@@ -292,8 +292,8 @@ def _expm1_diff(v, m, hi):
 
 
 @njit(**INLINE)
-def _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):
-    """:func:`_soft_grad_row` with one-hot labels (``S = 1``, ``z_j = [j == label]``)."""
+def sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):
+    """:func:`soft_grad_row` with one-hot labels (``S = 1``, ``z_j = [j == label]``)."""
     n = xs.size
     # The labels' sum but the first maximum's: 1 unless the label is the first maximum.
     others_first = 0.0 if label == first else 1.0
@@ -303,7 +303,7 @@ def _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):
     for j in range(n):
         v = np.float64(xs[j])
         zj = 1.0 if j == label else 0.0
-        _, e, _ = _exp_diff(v, m, wide, wide, wide)
+        _, e, _ = exp_diff(v, m, wide, wide, wide)
         elsewhere = reciprocal * e - zj
         others = others_first if j == first else 1.0 - zj
         at_max = ((others - zj * extra_ties) - zj * small_tail) * reciprocal
@@ -312,7 +312,7 @@ def _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):
 
 
 @njit(**INLINE)
-def _fill_nan(gs):
+def fill_nan(gs):
     for j in range(gs.size):
         gs[j] = _NAN
 
@@ -341,9 +341,9 @@ def soft_loss(x, x_offset, x_stride, z, z_offset, z_stride, loss, loss_offset, l
     """The softmax loss of row ``r``."""
     xs = class_row(x, x_offset, x_stride, r, cols)
     zs = class_row(z, z_offset, z_stride, r, cols)
-    m = _row_max(xs)
-    small_tail, ties, total, gaps, _, _ = _soft_sums(xs, zs, m, wide, wide, wide)
-    loss[loss_offset + r * loss_stride] = _soft_loss(m, small_tail, ties, total, gaps)
+    m = row_max(xs)
+    small_tail, ties, total, gaps, _, _ = soft_sums(xs, zs, m, wide, wide, wide)
+    loss[loss_offset + r * loss_stride] = soft_row_loss(m, small_tail, ties, total, gaps)
 
 
 @over_rows(SoftGradOperands)
@@ -355,15 +355,15 @@ def soft_grad(
     xs = class_row(x, x_offset, x_stride, r, cols)
     zs = class_row(z, z_offset, z_stride, r, cols)
     gs = class_row(grad, grad_offset, grad_stride, r, cols)
-    m = _row_max(xs)
-    small_tail, ties, total, gaps, below, first = _soft_sums(xs, zs, m, True, True, wide)
+    m = row_max(xs)
+    small_tail, ties, total, gaps, below, first = soft_sums(xs, zs, m, True, True, wide)
     if want_loss:
-        loss[loss_offset + r * loss_stride] = _soft_loss(m, small_tail, ties, total, gaps)
-    if _no_limit(m, small_tail, ties):
-        _fill_nan(gs)
+        loss[loss_offset + r * loss_stride] = soft_row_loss(m, small_tail, ties, total, gaps)
+    if no_limit(m, small_tail, ties):
+        fill_nan(gs)
     else:
         scale = np.float64(u[u_offset + r * u_stride])
-        _soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide)
+        soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide)
 
 
 @over_rows(SparseLossOperands)
@@ -372,9 +372,9 @@ def sparse_loss(x, x_offset, x_stride, labels, labels_offset, labels_stride, los
     """The sparse softmax loss of row ``r``."""
     xs = class_row(x, x_offset, x_stride, r, cols)
     label = labels[labels_offset + r * labels_stride]
-    m = _row_max(xs)
-    small_tail, ties, _ = _sparse_sums(xs, m, wide, wide, wide)
-    loss[loss_offset + r * loss_stride] = _sparse_loss(xs, label, m, small_tail, ties, wide)
+    m = row_max(xs)
+    small_tail, ties, _ = sparse_sums(xs, m, wide, wide, wide)
+    loss[loss_offset + r * loss_stride] = sparse_row_loss(xs, label, m, small_tail, ties, wide)
 
 
 @over_rows(SparseGradOperands)
@@ -387,18 +387,18 @@ def sparse_grad(
     xs = class_row(x, x_offset, x_stride, r, cols)
     gs = class_row(grad, grad_offset, grad_stride, r, cols)
     label = labels[labels_offset + r * labels_stride]
-    m = _row_max(xs)
+    m = row_max(xs)
     # Narrow inputs: the loss kernel's float32-sized exp suffices here too. With one-hot labels
     # the only cancelling entry is the maximum's, formed from the tail sum (relative error
     # 2^-28 there, as everywhere else); the soft-label gradient needs the precise exp instead.
-    small_tail, ties, first = _sparse_sums(xs, m, wide, wide, wide)
+    small_tail, ties, first = sparse_sums(xs, m, wide, wide, wide)
     if want_loss:
-        loss[loss_offset + r * loss_stride] = _sparse_loss(xs, label, m, small_tail, ties, wide)
-    if label < 0 or label >= cols or _no_limit(m, small_tail, ties):
-        _fill_nan(gs)
+        loss[loss_offset + r * loss_stride] = sparse_row_loss(xs, label, m, small_tail, ties, wide)
+    if label < 0 or label >= cols or no_limit(m, small_tail, ties):
+        fill_nan(gs)
     else:
         scale = np.float64(u[u_offset + r * u_stride])
-        _sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide)
+        sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide)
 
 
 # --- Entry points: operands checked, laid out as rows, launched ------------------------------

@@ -1,0 +1,172 @@
+"""PyTorch autograd for the training losses' fused path (``_losses.training``): the forward is
+one kernel pass that gives the reduced loss and the logits' gradient already divided by the
+mean's denominator; the backward only scales that gradient by its upstream (``loss.backward()``
+on the loss itself: not even that, the buffer becomes ``x.grad``).
+
+Eagerly this is a ``torch.autograd.Function`` (the cheapest dispatch: a few microseconds).
+Under ``torch.compile`` the same computation is the custom operator ``logitloss::reduced_loss``
+(``torch.library``), with a fake implementation for tracing and an autograd formula, so that
+Dynamo records one opaque node instead of breaking the graph at the kernels.
+
+Under ``create_graph=True`` (a Hessian-vector product, say) the backward differentiates the
+reference path instead, the same loss recomputed by array-API operations torch records. This
+module imports torch; ``_api.training`` imports it only when torch tensors arrive.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from array_api_compat import torch as _xp
+
+from .._core import reductions, route
+from .._losses import training as fused
+
+Tensor = torch.Tensor
+
+def autocast_input(x: Tensor) -> Tensor:
+    """``x`` as float32 where ``torch.autocast`` is on for its device and ``x`` is narrower:
+    torch's own losses run in float32 there and return float32 (its autocast lists them)."""
+    if x.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(x.device.type):
+        return x.float()
+    return x
+
+
+class _Reduced(torch.autograd.Function):
+    """``apply(loss, options, recompute, x, *operands)``: the fused reduced loss of the logits
+    ``x``; ``recompute(x)`` is the same loss on the reference path (for ``create_graph``)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, loss: str, options: dict, recompute: Callable, x: Tensor, *operands: Any
+    ) -> Tensor:
+        result = fused.reduced(loss, x, operands, options)
+        ctx.grad = result.grad
+        ctx.recompute = recompute
+        ctx.save_for_backward(x)
+        return reductions.scalar(result.value, like=x, xp=_xp)
+
+    @staticmethod
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
+        nothing = (None,) * (len(ctx.needs_input_grad) - 4)
+        grad, ctx.grad = ctx.grad, None
+        if torch.is_grad_enabled() or grad is None:
+            # create_graph=True, or a second backward (retain_graph) after the buffer was handed
+            # over: the reference path's gradient, which autograd can differentiate again.
+            (x,) = ctx.saved_tensors
+            with torch.enable_grad(), route.reference_path():
+                value = ctx.recompute(x)
+            (grad,) = torch.autograd.grad(value, x, upstream, create_graph=torch.is_grad_enabled())
+            return (None, None, None, grad, *nothing)
+        return (None, None, None, _scaled(grad, upstream), *nothing)
+
+
+def _scaled(grad: Tensor, upstream: Tensor) -> Tensor:
+    """``grad * upstream`` in place (the buffer is this backward's alone), nothing at all for an
+    upstream of 1 (``loss.backward()``)."""
+    if bool(upstream == 1):
+        return grad
+    return grad.mul_(upstream.to(grad.dtype))
+
+
+def compiling() -> bool:
+    """Whether Dynamo is tracing the caller (``torch.compile``)."""
+    return torch.compiler.is_compiling()
+
+
+# Read once: Dynamo traces module constants, not importlib's lookups.
+_KERNELS_INSTALLED = importlib.util.find_spec("numba") is not None
+_BFLOAT16_VIEWS = importlib.util.find_spec("ml_dtypes") is not None
+
+
+def compiled_kernels_take(x: Tensor) -> bool:
+    """``route.kernels_take`` as Dynamo can trace it: a strided CPU tensor, numba installed."""
+    if x.dtype == torch.bfloat16 and not _BFLOAT16_VIEWS:
+        return False
+    return _KERNELS_INSTALLED and x.device.type == "cpu" and x.layout == torch.strided
+
+
+def fusable(x: Tensor, operands: tuple) -> bool:
+    """Whether the fused autograd path takes this call: the logits need a reverse-mode gradient
+    and nothing else does (no operand needs one, no forward-mode tangent anywhere)."""
+    from torch.autograd import forward_ad
+
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return False
+    tensors = [t for t in operands if isinstance(t, Tensor)]
+    if any(t.requires_grad for t in tensors):
+        return False
+    return all(forward_ad.unpack_dual(t).tangent is None for t in (x, *tensors))
+
+
+def reduced(
+    loss: str,
+    x: Tensor,
+    operands: tuple,
+    options: dict[str, Any],
+    recompute: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """The reduced training loss ``loss`` of CPU logits ``x`` that need a gradient (and no
+    operand that does), by the fused kernels, differentiable in ``x``."""
+    if compiling():
+        return _reduced_op(loss, x, operands, options)
+    return _Reduced.apply(loss, options, recompute, x, *operands)
+
+
+# --- torch.compile: the same computation as a custom operator ---------------------------------
+#
+# An operator's schema takes tensors and plain values only: the operands travel as a list of
+# optional tensors, the options as their values, in a fixed order per loss.
+
+_OPTION_NAMES = {
+    "cross_entropy": ("axis", "ignore_index", "smoothing", "z_scale", "reduction"),
+    "binary_cross_entropy": ("smoothing", "reduction"),
+}
+
+
+@torch.library.custom_op("logitloss::reduced_loss", mutates_args=())
+def _reduced_loss(
+    loss: str,
+    x: Tensor,
+    operands: list[Tensor | None],
+    axis: int,
+    ignore_index: int,
+    smoothing: float,
+    z_scale: float,
+    reduction: str,
+) -> tuple[Tensor, Tensor]:
+    given = {"axis": axis, "ignore_index": ignore_index, "smoothing": smoothing,
+             "z_scale": z_scale, "reduction": reduction}  # fmt: skip
+    options = {name: given[name] for name in _OPTION_NAMES[loss]}
+    result = fused.reduced(loss, x, tuple(operands), options)
+    grad = result.grad if result.grad.is_contiguous() else result.grad.contiguous()
+    return reductions.scalar(result.value, like=x, xp=_xp), grad
+
+
+@_reduced_loss.register_fake
+def _(loss: str, x: Tensor, operands: list, *options: Any) -> tuple[Tensor, Tensor]:
+    return x.new_empty(()), torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+    ctx.save_for_backward(output[1])
+
+
+def _backward(ctx: Any, upstream: Tensor, _grad_upstream: Tensor) -> tuple[Any, ...]:
+    (grad,) = ctx.saved_tensors
+    return None, grad * upstream, None, None, None, None, None, None
+
+
+_reduced_loss.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _reduced_op(loss: str, x: Tensor, operands: tuple, options: dict[str, Any]) -> Tensor:
+    full = {"axis": -1, "ignore_index": -100, "smoothing": 0.0, "z_scale": 0.0} | options
+    value, _ = _reduced_loss(
+        loss, x, list(operands), full["axis"], full["ignore_index"], float(full["smoothing"]),
+        float(full["z_scale"]), full["reduction"],
+    )  # fmt: skip
+    return value

@@ -1,0 +1,199 @@
+"""The training loss's fused kernel: ``cross_entropy``'s reduced loss and its logits' gradient
+in one pass over the logits (``_api.training``'s options: class weights, ``ignore_index``, a row
+mask, label smoothing, z-loss; index or probability targets).
+
+Every row is the soft-label softmax loss of ``kernel.py`` with the row's effective labels
+
+    t_j = (1 - eps) r [j == y] + (eps / C) w_j          (index y, row weight r = w_y)
+    t_j = w_j ((1 - eps) z_j + eps / C)                 (probabilities z, r = sum_c w_c z_c)
+
+(``w`` the class weights, ones without them): the loss is linear in the labels, so this is
+``training.cross_entropy``'s ``(1 - eps) w_y (-log p_y) + (eps / C) sum_c w_c (-log p_c)``
+summed into one softmax loss, computed by the same row functions (non-negative terms, float64,
+the exact gradient ``S_t p - t``). The z-loss adds ``lambda r lse^2`` and its derivative
+``2 lambda r lse p``. Without smoothing, z-loss and probability targets the row is
+``kernel.py``'s sparse row, scaled by ``r``.
+
+The gradient is written already multiplied by ``grad_scale`` (the mean's ``1 / denominator``),
+so that a backward pass only scales it by its upstream. A row that is not counted (its label
+``ignore_index``, its mask False) has loss 0 and gradient 0; an index label outside
+``[0, C)`` is found by :func:`index_denominator` before the rows are read.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..._kernels import runtime
+from ..._kernels.loops import OPTIONS
+from ..._kernels.vector_math import is_float64
+from .kernel import (
+    exp_diff,
+    fill_nan,
+    no_limit,
+    row_max,
+    soft_grad_row,
+    soft_row_loss,
+    soft_sums,
+    sparse_grad_row,
+    sparse_row_loss,
+    sparse_sums,
+)
+
+_NAN = math.nan
+
+
+@njit(**OPTIONS)
+def index_denominator(labels, w, has_w, mask, has_mask, ignore_index, cols):
+    """``(sum of r over the counted rows, first bad row)`` for index targets, ``r = w_y`` (1
+    without weights); the first counted row whose label is not a class, or -1."""
+    total = 0.0
+    for i in range(labels.size):
+        y = labels[i]
+        if y == ignore_index or (has_mask and not mask[i]):
+            continue
+        if y < 0 or y >= cols:
+            return total, i
+        total += w[y] if has_w else 1.0
+    return total, -1
+
+
+@njit(**OPTIONS)
+def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
+          grad_scale, loss, grad, start, stop):  # fmt: skip
+    """Rows ``start:stop``: ``loss[i]`` (float64, weighted, 0 where not counted) and
+    ``grad[i] = grad_scale * d loss_i / d x_i``. ``soft``: probability targets ``z``, else
+    index ``labels``."""
+    cols = x.shape[1]
+    wide = is_float64(x)
+    spread = smoothing / cols
+    keep = 1.0 - smoothing
+    plain = not soft and smoothing == 0.0 and z_scale == 0.0
+    # The effective labels of a row, and its float64 gradient where the z-loss adds to it.
+    targets = np.empty(0 if plain else cols)
+    wide_grad = np.empty(cols if z_scale != 0.0 else 0)
+    for i in range(start, stop):
+        xs = x[i]
+        gs = grad[i]
+        y = 0
+        if not soft:
+            y = labels[i]
+            counted = y != ignore_index
+        else:
+            counted = True
+        if has_mask:
+            counted = counted and mask[i]
+        if not counted:
+            loss[i] = 0.0
+            gs[:] = 0.0
+            continue
+        m = row_max(xs)
+        if plain:
+            r = w[y] if has_w else 1.0
+            small_tail, ties, first = sparse_sums(xs, m, wide, wide, wide)
+            if no_limit(m, small_tail, ties):
+                loss[i] = _NAN
+                fill_nan(gs)
+                continue
+            value = sparse_row_loss(xs, y, m, small_tail, ties, wide)
+            loss[i] = 0.0 if r == 0.0 else r * value
+            sparse_grad_row(xs, gs, y, m, small_tail, ties, first, r * grad_scale, wide)
+            continue
+        r = 0.0
+        if soft:
+            zs = z[i]
+            for j in range(cols):
+                wj = w[j] if has_w else 1.0
+                zj = np.float64(zs[j])
+                targets[j] = wj * (keep * zj + spread)
+                r += wj * zj
+            if not has_w:
+                r = 1.0
+        else:
+            r = w[y] if has_w else 1.0
+            for j in range(cols):
+                targets[j] = spread * (w[j] if has_w else 1.0)
+            targets[y] += keep * r
+        small_tail, ties, total, gaps, below, first = soft_sums(xs, targets, m, True, True, wide)
+        if no_limit(m, small_tail, ties):
+            loss[i] = _NAN
+            fill_nan(gs)
+            continue
+        value = soft_row_loss(m, small_tail, ties, total, gaps)
+        if z_scale == 0.0:
+            loss[i] = value
+            soft_grad_row(xs, targets, gs, m, small_tail, ties, total, below, first, grad_scale,
+                          wide)  # fmt: skip
+            continue
+        # z-loss: lambda r lse^2, lse = m + log(sum_j e^(x_j - m)); its derivative 2 lambda r
+        # lse p_j joins the softmax gradient in float64, rounded once.
+        lse = m + math.log1p(small_tail + (ties - 1.0))
+        weight = z_scale * r
+        loss[i] = value + (0.0 if weight == 0.0 else weight * (lse * lse))
+        soft_grad_row(xs, targets, wide_grad, m, small_tail, ties, total, below, first, 1.0,
+                      wide)  # fmt: skip
+        share = 0.0 if weight == 0.0 else 2.0 * weight * lse / (ties + small_tail)
+        for j in range(cols):
+            v = np.float64(xs[j])
+            _, e, _ = exp_diff(v, m, True, True, wide)
+            gs[j] = (wide_grad[j] + share * e) * grad_scale
+
+
+# Rows per block of the parallel kernel: blocks share out the rows, each with its scratch rows.
+_BLOCKS_PER_THREAD = 4
+
+
+@njit(parallel=True, **OPTIONS)
+def _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
+                   z_scale, grad_scale, loss, grad, blocks):  # fmt: skip
+    rows = x.shape[0]
+    per_block = (rows + blocks - 1) // blocks
+    for b in prange(blocks):
+        start = b * per_block
+        stop = min(rows, start + per_block)
+        if start < stop:
+            _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
+                  grad_scale, loss, grad, start, stop)  # fmt: skip
+
+
+def run(
+    x: np.ndarray,
+    labels: np.ndarray,
+    z: np.ndarray,
+    w: np.ndarray,
+    mask: np.ndarray,
+    *,
+    has_w: bool,
+    has_mask: bool,
+    soft: bool,
+    ignore_index: int,
+    smoothing: float,
+    z_scale: float,
+    grad_scale: float,
+    grad: np.ndarray,
+) -> np.ndarray:
+    """The per-row loss (float64) of the C-contiguous ``(N, C)`` float32 or float64 logits
+    ``x``, the gradient written into ``grad`` (``x``'s dtype and shape, C-contiguous).
+
+    ``labels`` int64 ``(N,)`` (index targets) or ``z`` ``(N, C)`` C-contiguous (``soft``);
+    the other a stand-in of the same kind (one compiled kernel per dtype). ``w`` float64
+    ``(C,)`` and ``mask`` bool ``(N,)`` are read where ``has_w`` / ``has_mask``. Serial on the
+    calling thread for small inputs, else shared among numba's threads.
+    """
+    loss = np.empty(x.shape[0], np.float64)
+    args = (x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, float(smoothing),
+            float(z_scale), float(grad_scale), loss, grad)  # fmt: skip
+    threads = runtime.threads_for(x.size)
+    if threads <= 1:
+        runtime.call(_rows, _key(x, z), (*args, 0, x.shape[0]))
+    else:
+        blocks = min(x.shape[0], threads * _BLOCKS_PER_THREAD)
+        runtime.call(_rows_parallel, _key(x, z), (*args, blocks))
+    return loss
+
+
+def _key(x: np.ndarray, z: np.ndarray) -> tuple[np.dtype, np.dtype]:
+    return (x.dtype, z.dtype)

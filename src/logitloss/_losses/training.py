@@ -1,0 +1,181 @@
+"""The training losses' reduced path on the kernels: ``cross_entropy``'s and
+``binary_cross_entropy_with_logits``' reduced loss and the logits' gradient, already divided by
+the mean's denominator, in one pass (NumPy arrays and PyTorch CPU tensors, any size).
+
+``_api.training`` calls these for a reduced loss whose caller wants the gradient too (the torch
+modules' autograd, ``value_and_grad``) and, past ``route.KERNEL_MIN``, for the value alone; the
+torch adapter's backward then only scales the saved gradient by its upstream. The options mean
+what ``_api.training`` documents; the per-row and per-element formulas are the families' kernels
+(``softmax/reduced.py``, ``logistic/kernel.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._core import reductions, route
+from .._core.arrays import Array
+
+
+class Reduced(NamedTuple):
+    """A reduced loss (a Python float, unrounded) and the logits' gradient of that loss (in the
+    logits' library, dtype and shape)."""
+
+    value: float
+    grad: Any
+
+
+def applies(x: Array) -> bool:
+    """Whether the fused path takes logits ``x`` (validated): NumPy arrays and PyTorch CPU
+    tensors of any size, numba installed, not inside ``reference_path()``."""
+    return route.kernels_take(x)
+
+
+def reduced(loss: str, x: Array, operands: tuple, options: dict[str, Any]) -> Reduced:
+    """The fused computation of ``loss`` by name: ``"cross_entropy"`` (``operands`` the index
+    labels, the probabilities, the class weights, the row mask) or ``"binary_cross_entropy"``
+    (the labels, ``pos_weight``, the counted weights); ``options`` the keywords of
+    :func:`cross_entropy` / :func:`binary_cross_entropy`."""
+    if loss == "cross_entropy":
+        return cross_entropy(x, *operands, **options)
+    return binary_cross_entropy(x, *operands, **options)
+
+
+def cross_entropy(
+    x: Array,
+    labels: Array | None,
+    z: Array | None,
+    w: Array | None,
+    mask: Array | None,
+    *,
+    axis: int,
+    ignore_index: int,
+    smoothing: float,
+    z_scale: float,
+    reduction: str,
+) -> Reduced:
+    """``cross_entropy`` reduced ("mean" or "sum"), index ``labels`` or probabilities ``z``
+    (the other None; validated, ``z`` broadcasting to ``x``); ``w`` class weights ``(C,)``,
+    ``mask`` a boolean per row (broadcasting to the rows). A counted index label outside
+    ``[0, C)`` is a ValueError naming ``cross_entropy``."""
+    from .softmax import reduced
+
+    xn = route.to_numpy(x)
+    work = xn if xn.dtype.itemsize > 2 else xn.astype(np.float32)
+    cols = work.shape[axis]
+    moved = np.moveaxis(work, axis, -1)
+    rows_shape = moved.shape[:-1]
+    flat = np.ascontiguousarray(moved).reshape(-1, cols)
+    count = flat.shape[0]
+    wn = _stand_in(np.float64) if w is None else route.to_numpy(w).astype(np.float64)
+    mn = _stand_in(np.bool_)
+    if mask is not None:
+        mn = np.broadcast_to(route.to_numpy(mask), rows_shape).reshape(-1)
+    soft = labels is None
+    if soft:
+        zn = route.to_numpy(z)
+        zn = np.ascontiguousarray(np.moveaxis(np.broadcast_to(zn, work.shape), axis, -1))
+        zn = zn.reshape(-1, cols).astype(work.dtype, copy=False)
+        ln = _stand_in(np.int64)
+        denominator = _probability_denominator(zn, wn if w is not None else None, mn, mask)
+    else:
+        ln = _index_labels(route.to_numpy(labels))
+        zn = flat[:0]
+        denominator, bad = reduced.index_denominator(
+            ln, wn, w is not None, mn, mask is not None, ignore_index, cols
+        )
+        if bad >= 0:
+            masked = mask is not None
+            raise ValueError(_label_error("cross_entropy", ln, mn, masked, ignore_index, cols))
+    grad_scale = 1.0
+    if reduction == "mean":
+        grad_scale = 1.0 / denominator if denominator else 0.0
+    grad = np.empty((count, cols), work.dtype)
+    loss = reduced.run(
+        flat, ln, zn, wn, mn, has_w=w is not None, has_mask=mask is not None, soft=soft,
+        ignore_index=ignore_index, smoothing=smoothing, z_scale=z_scale, grad_scale=grad_scale,
+        grad=grad,
+    )  # fmt: skip
+    total = float(np.sum(loss))
+    value = reductions.counted_mean(total, denominator) if reduction == "mean" else total
+    g = np.moveaxis(grad.reshape(moved.shape), -1, axis)
+    if g.dtype != xn.dtype:
+        g = g.astype(xn.dtype)
+    return Reduced(value, route.like(g, x))
+
+
+def _stand_in(dtype: Any) -> np.ndarray:
+    return np.empty(0, dtype)
+
+
+def _index_labels(labels: np.ndarray) -> np.ndarray:
+    """Integer labels as a flat int64 array (a uint64 beyond int64 stays out of range)."""
+    flat = labels.reshape(-1)
+    wide = flat.astype(np.int64, copy=False)
+    if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
+        wide = np.where(flat > np.iinfo(np.int64).max, -1, wide)
+    return wide
+
+
+def _probability_denominator(
+    z: np.ndarray, w: np.ndarray | None, mask: np.ndarray, masked: Any
+) -> float:
+    """The mean's denominator for probability targets: the counted rows, each weighted by
+    ``sum_c w_c z_c`` with class weights."""
+    counted = None if masked is None else mask
+    if w is None:
+        return float(z.shape[0] if counted is None else np.count_nonzero(counted))
+    row_weight = z @ w
+    if counted is not None:
+        row_weight = np.where(counted, row_weight, 0.0)
+    return float(np.sum(row_weight))
+
+
+def _label_error(
+    fn: str, labels: np.ndarray, mask: np.ndarray, masked: bool, ignore_index: int, cols: int
+) -> str:
+    """``checks.labels_in_range``'s message, for the counted labels."""
+    counted = labels != ignore_index
+    if masked:
+        counted &= mask
+    values = labels[counted]
+    low, high = int(values.min()), int(values.max())
+    return (
+        f"{fn}: `labels` must lie in [0, {cols}) (the number of classes); "
+        f"got values from {low} to {high}"
+    )
+
+
+def binary_cross_entropy(
+    x: Array,
+    z: Array,
+    q: Array | None,
+    w: Array | None,
+    *,
+    smoothing: float,
+    reduction: str,
+) -> Reduced:
+    """``binary_cross_entropy_with_logits`` reduced ("mean" or "sum"); ``w`` each element's
+    weight in the reduction (zero where masked; None: every element once), ``q``
+    ``pos_weight``, both broadcasting to ``x``."""
+    from .logistic import kernel
+
+    xn, zn, qn, wn = map(route.to_numpy, (x, z, q, w))
+    size = math.prod(xn.shape)
+    if wn is None:
+        denominator = float(size)
+    else:
+        # Each weight is repeated size / w.size times in the broadcast.
+        denominator = float(np.sum(wn, dtype=np.float64)) * (size / max(1, wn.size))
+    grad_scale = 1.0
+    if reduction == "mean":
+        grad_scale = 1.0 / denominator if denominator else 0.0
+    total, grad = kernel.logistic_loss_sum_and_grad(xn, zn, qn, wn, smoothing, grad_scale)
+    value = reductions.counted_mean(total, denominator) if reduction == "mean" else total
+    return Reduced(value, route.like(grad, x))
+
+
+__all__ = ["Reduced", "applies", "binary_cross_entropy", "cross_entropy", "reduced"]
