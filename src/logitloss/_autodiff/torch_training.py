@@ -27,6 +27,7 @@ from .._losses import training as fused
 
 Tensor = torch.Tensor
 
+
 def autocast_input(x: Tensor) -> Tensor:
     """``x`` as float32 where ``torch.autocast`` is on for its device and ``x`` is narrower:
     torch's own losses run in float32 there and return float32 (its autocast lists them)."""

@@ -103,9 +103,10 @@ def _needs_launch_lock() -> bool:
     return not _parallel._is_initialized or numba.threading_layer() == "workqueue"
 
 
-def call(kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...]) -> None:
-    """Run ``kernel(*args)``; the first call for ``key`` (kernel and dtype: the argument types
-    follow from them) compiles it, or loads it from numba's on-disk cache, with our options."""
+def call(kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+    """Run ``kernel(*args)`` and return what it returns; the first call for ``key`` (kernel
+    and dtype: the argument types follow from them) compiles it, or loads it from numba's
+    on-disk cache, with our options."""
     if (kernel, key) not in _prepared:
         _choose_threading_layer()
         with _compiling():
@@ -114,14 +115,13 @@ def call(kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...]) -> None:
             _prepared.add((kernel, key))
     parallel = kernel.targetoptions.get("parallel", False)
     if not parallel:
-        kernel(*args)
-        return
+        return kernel(*args)
     with _launch_guard():
         previous = numba.set_parallel_chunksize(CHUNK_TILES)
         threads = numba.get_num_threads()
         numba.set_num_threads(min(threads, _thread_limit()))
         try:
-            kernel(*args)
+            return kernel(*args)
         finally:
             numba.set_num_threads(threads)
             numba.set_parallel_chunksize(previous)

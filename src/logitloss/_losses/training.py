@@ -66,49 +66,47 @@ def cross_entropy(
     xn = route.to_numpy(x)
     work = xn if xn.dtype.itemsize > 2 else xn.astype(np.float32)
     cols = work.shape[axis]
-    moved = np.moveaxis(work, axis, -1)
+    last = axis % work.ndim == work.ndim - 1
+    moved = work if last else np.moveaxis(work, axis, -1)
     rows_shape = moved.shape[:-1]
-    flat = np.ascontiguousarray(moved).reshape(-1, cols)
-    count = flat.shape[0]
-    wn = _stand_in(np.float64) if w is None else route.to_numpy(w).astype(np.float64)
-    mn = _stand_in(np.bool_)
-    if mask is not None:
+    flat = (moved if moved.flags.c_contiguous else np.ascontiguousarray(moved)).reshape(-1, cols)
+    has_w, has_mask, soft = w is not None, mask is not None, labels is None
+    wn = route.to_numpy(w).astype(np.float64) if has_w else _EMPTY_FLOAT64
+    mn = _EMPTY_BOOL
+    if has_mask:
         mn = np.broadcast_to(route.to_numpy(mask), rows_shape).reshape(-1)
-    soft = labels is None
+    denominator = 0.0
     if soft:
-        zn = route.to_numpy(z)
-        zn = np.ascontiguousarray(np.moveaxis(np.broadcast_to(zn, work.shape), axis, -1))
+        zn = np.broadcast_to(route.to_numpy(z), work.shape)
+        zn = np.ascontiguousarray(zn if last else np.moveaxis(zn, axis, -1))
         zn = zn.reshape(-1, cols).astype(work.dtype, copy=False)
-        ln = _stand_in(np.int64)
-        denominator = _probability_denominator(zn, wn if w is not None else None, mn, mask)
+        ln = _EMPTY_INT64
+        denominator = _probability_denominator(zn, wn if has_w else None, mn if has_mask else None)
     else:
         ln = _index_labels(route.to_numpy(labels))
         zn = flat[:0]
-        denominator, bad = reduced.index_denominator(
-            ln, wn, w is not None, mn, mask is not None, ignore_index, cols
-        )
-        if bad >= 0:
-            masked = mask is not None
-            raise ValueError(_label_error("cross_entropy", ln, mn, masked, ignore_index, cols))
-    grad_scale = 1.0
-    if reduction == "mean":
-        grad_scale = 1.0 / denominator if denominator else 0.0
-    grad = np.empty((count, cols), work.dtype)
-    loss = reduced.run(
-        flat, ln, zn, wn, mn, has_w=w is not None, has_mask=mask is not None, soft=soft,
-        ignore_index=ignore_index, smoothing=smoothing, z_scale=z_scale, grad_scale=grad_scale,
-        grad=grad,
+    grad = np.empty(flat.shape, work.dtype)
+    loss, denominator, bad = reduced.run(
+        flat, ln, zn, wn, mn, has_w=has_w, has_mask=has_mask, soft=soft,
+        ignore_index=ignore_index, smoothing=smoothing, z_scale=z_scale,
+        mean=reduction == "mean", denominator=denominator, grad=grad,
     )  # fmt: skip
+    if bad >= 0:
+        raise ValueError(_label_error("cross_entropy", ln, mn, has_mask, ignore_index, cols))
     total = float(np.sum(loss))
     value = reductions.counted_mean(total, denominator) if reduction == "mean" else total
-    g = np.moveaxis(grad.reshape(moved.shape), -1, axis)
+    g = grad.reshape(moved.shape)
+    if not last:
+        g = np.moveaxis(g, -1, axis)
     if g.dtype != xn.dtype:
         g = g.astype(xn.dtype)
     return Reduced(value, route.like(g, x))
 
 
-def _stand_in(dtype: Any) -> np.ndarray:
-    return np.empty(0, dtype)
+# Stand-ins for the absent operands (the kernels take arrays of a fixed type), never written.
+_EMPTY_FLOAT64 = np.empty(0, np.float64)
+_EMPTY_BOOL = np.empty(0, np.bool_)
+_EMPTY_INT64 = np.empty(0, np.int64)
 
 
 def _index_labels(labels: np.ndarray) -> np.ndarray:
@@ -121,11 +119,10 @@ def _index_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def _probability_denominator(
-    z: np.ndarray, w: np.ndarray | None, mask: np.ndarray, masked: Any
+    z: np.ndarray, w: np.ndarray | None, counted: np.ndarray | None
 ) -> float:
     """The mean's denominator for probability targets: the counted rows, each weighted by
     ``sum_c w_c z_c`` with class weights."""
-    counted = None if masked is None else mask
     if w is None:
         return float(z.shape[0] if counted is None else np.count_nonzero(counted))
     row_weight = z @ w

@@ -142,7 +142,32 @@ def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
             gs[j] = (wide_grad[j] + share * e) * grad_scale
 
 
-# Rows per block of the parallel kernel: blocks share out the rows, each with its scratch rows.
+@njit(**OPTIONS)
+def _serial(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
+            mean, denominator, loss, grad):  # fmt: skip
+    """Every row on the calling thread, after :func:`index_denominator` for index targets
+    (``denominator`` given for probabilities): ``(denominator, first bad row or -1)``, the
+    gradient not written when a label is bad."""
+    if not soft:
+        denominator, bad = index_denominator(labels, w, has_w, mask, has_mask, ignore_index,
+                                             x.shape[1])  # fmt: skip
+        if bad >= 0:
+            return denominator, bad
+    grad_scale = _grad_scale(mean, denominator)
+    _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
+          grad_scale, loss, grad, 0, x.shape[0])  # fmt: skip
+    return denominator, -1
+
+
+@njit(**OPTIONS)
+def _grad_scale(mean, denominator):
+    """The gradient's factor: ``1 / denominator`` for the mean (0 when nothing is counted)."""
+    if not mean:
+        return 1.0
+    return 1.0 / denominator if denominator != 0.0 else 0.0
+
+
+# Blocks of rows per thread in the parallel kernel: each block allocates its scratch rows once.
 _BLOCKS_PER_THREAD = 4
 
 
@@ -172,28 +197,36 @@ def run(
     ignore_index: int,
     smoothing: float,
     z_scale: float,
-    grad_scale: float,
+    mean: bool,
+    denominator: float,
     grad: np.ndarray,
-) -> np.ndarray:
-    """The per-row loss (float64) of the C-contiguous ``(N, C)`` float32 or float64 logits
-    ``x``, the gradient written into ``grad`` (``x``'s dtype and shape, C-contiguous).
+) -> tuple[np.ndarray, float, int]:
+    """``(loss per row (float64), the mean's denominator, first bad row or -1)`` of the
+    C-contiguous ``(N, C)`` float32 or float64 logits ``x``; the gradient (divided by the
+    denominator for the ``mean``) written into ``grad`` (``x``'s dtype and shape,
+    C-contiguous) unless a label is bad.
 
-    ``labels`` int64 ``(N,)`` (index targets) or ``z`` ``(N, C)`` C-contiguous (``soft``);
-    the other a stand-in of the same kind (one compiled kernel per dtype). ``w`` float64
-    ``(C,)`` and ``mask`` bool ``(N,)`` are read where ``has_w`` / ``has_mask``. Serial on the
-    calling thread for small inputs, else shared among numba's threads.
+    ``labels`` int64 ``(N,)`` for index targets (the denominator is then found here, with the
+    labels' check), or ``z`` ``(N, C)`` C-contiguous probabilities with their ``denominator``
+    given; the other an empty stand-in of the same kind (one compiled kernel per dtype).
+    ``w`` float64 ``(C,)`` and ``mask`` bool ``(N,)`` are read where ``has_w`` / ``has_mask``.
+    On the calling thread for small inputs, else shared among numba's threads.
     """
     loss = np.empty(x.shape[0], np.float64)
-    args = (x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, float(smoothing),
-            float(z_scale), float(grad_scale), loss, grad)  # fmt: skip
+    options = (w, has_w, mask, has_mask, ignore_index, soft, float(smoothing), float(z_scale))
     threads = runtime.threads_for(x.size)
+    key = (x.dtype, z.dtype)
     if threads <= 1:
-        runtime.call(_rows, _key(x, z), (*args, 0, x.shape[0]))
-    else:
-        blocks = min(x.shape[0], threads * _BLOCKS_PER_THREAD)
-        runtime.call(_rows_parallel, _key(x, z), (*args, blocks))
-    return loss
-
-
-def _key(x: np.ndarray, z: np.ndarray) -> tuple[np.dtype, np.dtype]:
-    return (x.dtype, z.dtype)
+        args = (x, labels, z, *options, mean, float(denominator), loss, grad)
+        denominator, bad = runtime.call(_serial, key, args)
+        return loss, denominator, bad
+    if not soft:
+        args = (labels, w, has_w, mask, has_mask, ignore_index, x.shape[1])
+        denominator, bad = runtime.call(index_denominator, (labels.dtype,), args)
+        if bad >= 0:
+            return loss, denominator, bad
+    blocks = min(x.shape[0], threads * _BLOCKS_PER_THREAD)
+    grad_scale = _grad_scale(mean, denominator)
+    args = (x, labels, z, *options, grad_scale, loss, grad, blocks)
+    runtime.call(_rows_parallel, key, args)
+    return loss, denominator, -1
