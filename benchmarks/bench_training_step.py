@@ -156,7 +156,7 @@ def peer_scale(case: Case, d: Data) -> float:
     return 1.0
 
 
-# --- the implementations: a step (timed) and a check (loss, gradient as float64) --------------
+# --- the implementations: a step (timed) and a check (loss, gradient as float32) --------------
 
 
 @dataclass
@@ -205,7 +205,7 @@ def torch_pair(case: Case, d: Data) -> dict[str, Impl]:
 
         def check() -> tuple[float, np.ndarray]:
             out = step()
-            return float(out.detach().double()), x.grad.double().numpy()
+            return float(out.detach().double()), x.grad.float().numpy()
 
         return Impl(step, check)
 
@@ -270,7 +270,7 @@ def jax_pair(case: Case, d: Data) -> dict[str, Impl]:
 
         def check() -> tuple[float, np.ndarray]:
             value, grad = step()
-            return float(value), np.asarray(grad, dtype=np.float64)
+            return float(value), np.array(grad, dtype=np.float32)  # a writable copy
 
         return Impl(step, check)
 
@@ -344,7 +344,7 @@ def numpy_pair(case: Case, d: Data) -> dict[str, Impl] | None:
 
         def check() -> tuple[float, np.ndarray]:
             value, grad = step()
-            return float(value), np.asarray(grad, dtype=np.float64)
+            return float(value), np.array(grad, dtype=np.float32)  # a writable copy
 
         return Impl(step, check)
 
@@ -377,10 +377,13 @@ def run_case(case: Case, repeats: int | None) -> list[dict[str, Any]] | None:
     peer = PEER[case.backend]
     scale = peer_scale(case, d)
     checked = {name: impl.check() for name, impl in pair.items()}
-    peer_loss, peer_grad = checked[peer][0] * scale, checked[peer][1] * scale
+    peer_loss, peer_grad = checked[peer][0] * scale, checked[peer][1]
     our_loss, our_grad = checked["logitloss"]
     loss_diff = abs(our_loss - peer_loss) / max(abs(peer_loss), 1e-30)
-    grad_diff = float(np.max(np.abs(our_grad - peer_grad)) / max(np.max(np.abs(peer_grad)), 1e-30))
+    if scale != 1.0:
+        peer_grad *= np.float32(scale)
+    our_grad -= peer_grad  # in place: at 8192 x 32768 each gradient is 1 GiB
+    grad_diff = float(np.max(np.abs(our_grad)) / max(float(np.max(np.abs(peer_grad))), 1e-30))
     del checked, peer_grad, our_grad
     samples, quiet = timing.time_case({name: impl.step for name, impl in pair.items()},
                                       repeats or repeats_for(case.rows, case.cols))  # fmt: skip
@@ -464,21 +467,24 @@ def run_jax(sizes: list[tuple[int, int]], repeats: int | None) -> tuple[list, li
 
 
 def environment() -> dict[str, str]:
-    env = timing.environment()
-    env["simd"] = report.simd()
+    threads: dict[str, str] = {}
     try:
         import torch
 
-        env["torch_threads"] = str(torch.get_num_threads())
+        threads["torch_threads"] = str(torch.get_num_threads())
     except ImportError:
         pass
     try:
         import numba
 
-        env["numba"] = numba.__version__
-        env["numba_threads"] = str(numba.get_num_threads())
+        # first: it starts numba's threading layer, which timing.environment() reads and which
+        # no call has started if every kernel call ran single-threaded
+        threads["numba_threads"] = str(numba.get_num_threads())
     except ImportError:
         pass
+    env = timing.environment()
+    env["simd"] = report.simd()
+    env.update(threads)
     return env
 
 
@@ -554,6 +560,8 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, str]) -> str:
             f"| {_ms(float(peer['seconds']))} | {_ms(float(ours['seconds']))} | {cell} |"
         )
     lines.insert(1, f"\nlogitloss slower in {slower} of {len(cases_)} cases (bold).")
+    if env.get("complete") == "False":
+        lines.append("\nA partial run: the backends after the last one shown were not measured.")
     for note in (v for k, v in sorted(env.items()) if k.startswith("note")):
         lines.append(f"\n{note}")
     return "\n".join(lines) + "\n"
@@ -642,31 +650,35 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace, sizes: list[tuple[int, int]],
             argv: list[str] | None) -> tuple[list[dict[str, Any]], dict[str, str]]:  # fmt: skip
+    """Time the chosen backends; the CSV is written after each (``# complete: False`` until the
+    last: a run stopped at the large sizes keeps what it measured)."""
     start = time.perf_counter()
     backends = args.only or list(BACKENDS)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     jax_env: dict[str, str] = {}
-    for backend in backends:
+    env: dict[str, str] = {}
+    for i, backend in enumerate(backends):
         if backend == "jax":
             found, more, jax_env = run_jax(sizes, args.repeats)
         else:
             found, more = run_cases(cases(backend, sizes), args.repeats)
         rows += found
         notes += more
-    env = environment()
-    env.update(jax_env)
-    for i, note in enumerate(notes):
-        env[f"note{i}"] = note
-    if args.label:
-        env["label"] = args.label
-    env["runtime_minutes"] = f"{(time.perf_counter() - start) / 60:.0f}"
-    env["command"] = "python benchmarks/bench_training_step.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)  # fmt: skip
-    text = report.csv_text_for(rows, env, FIELDS)
-    os.makedirs(args.csv.parent, exist_ok=True)
-    report.write_atomically(args.csv, lambda f: f.write(text.encode()))
-    print(f"wrote {args.csv}")
+        env = environment()
+        env.update(jax_env)
+        for j, note in enumerate(notes):
+            env[f"note{j}"] = note
+        if args.label:
+            env["label"] = args.label
+        env["runtime_minutes"] = f"{(time.perf_counter() - start) / 60:.0f}"
+        env["complete"] = str(i == len(backends) - 1)
+        env["command"] = "python benchmarks/bench_training_step.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)  # fmt: skip
+        text = report.csv_text_for(rows, env, FIELDS)
+        os.makedirs(args.csv.parent, exist_ok=True)
+        report.write_atomically(args.csv, lambda f, text=text: f.write(text.encode()))
+        print(f"wrote {args.csv} ({backend} done)", flush=True)
     return rows, env
 
 
