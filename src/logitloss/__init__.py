@@ -20,6 +20,10 @@ from ._api.tf_nn import (
     weighted_cross_entropy_with_logits,
 )
 from ._api.training import binary_cross_entropy_with_logits, cross_entropy
+from ._api.value_and_grad import (
+    binary_cross_entropy_with_logits_value_and_grad,
+    cross_entropy_value_and_grad,
+)
 from ._core.route import reference_path
 
 __version__ = "0.1.0"
@@ -27,7 +31,9 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_value_and_grad",
     "cross_entropy",
+    "cross_entropy_value_and_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_value_and_grad",
     "reference_path",
