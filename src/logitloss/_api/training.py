@@ -11,10 +11,10 @@ a second time: what is new is how the options combine the exact pieces.
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import array_api_compat
 import numpy as np
 
 from .._core import arrays, checks, options, reductions
@@ -40,14 +40,18 @@ def _fused(
 ) -> Array | None:
     """The reduced loss by the fused kernels (``_losses.training``: the loss and the logits'
     gradient in one pass) where the gradient is wanted with it: PyTorch CPU logits that need
-    one (and nothing else that does), or a ``value_and_grad`` call. None elsewhere: the
-    composed path, which computes the value alone."""
+    one (and nothing else that does), or a ``value_and_grad`` call; JAX arrays where
+    ``_autodiff.jax_training`` takes them. None elsewhere: the composed path, which computes
+    the value alone."""
     adapter = None
     if not isinstance(x, np.ndarray):
-        if not array_api_compat.is_torch_array(x):
-            return None
-        from .._autodiff import torch_training as adapter
+        if arrays.is_jax_array(x):
+            from .._autodiff import jax_training
 
+            return jax_training.reduced(loss, x, operands, options)
+        if not arrays.is_torch_tensor(x):
+            return None
+        adapter = _torch_adapter()
         if adapter.compiling():
             # Under torch.compile, before the context variables below, which Dynamo cannot read.
             if not (adapter.fusable(x, operands) and adapter.compiled_kernels_take(x)):
@@ -67,11 +71,18 @@ def _fused(
 
 def _torch_autocast(x: Any) -> Any:
     """Logits as ``torch.autocast`` hands them to torch's own losses (float32)."""
-    if isinstance(x, np.ndarray) or not array_api_compat.is_torch_array(x):
+    if isinstance(x, np.ndarray) or not arrays.is_torch_tensor(x):
         return x
+    return _torch_adapter().autocast_input(x)
+
+
+@functools.cache
+def _torch_adapter() -> Any:
+    """``_autodiff.torch_training``, imported on the first torch call (an import statement in
+    the function costs a microsecond on every call)."""
     from .._autodiff import torch_training
 
-    return torch_training.autocast_input(x)
+    return torch_training
 
 
 def _times(weight: Array, loss: Array, *, xp: Any) -> Array:

@@ -378,3 +378,9 @@ def binary_cross_entropy(
     if reduction not in ("mean", "sum"):
         return None
     return _logistic_rule(float(smoothing), reduction == "mean")(x, z, q, w, mask)
+
+
+def reduced(loss: str, x: Array, operands: tuple, options: dict[str, Any]) -> Array | None:
+    """The fused path's entry for JAX arrays (``_api.training._fused``); None: not taken (the
+    composed path computes the call)."""
+    return None

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from array_api_compat import torch as _xp
+from torch.autograd import forward_ad
 
 from .._core import reductions, route
 from .._losses import training as fused
@@ -68,7 +69,7 @@ class _Reduced(torch.autograd.Function):
 def _scaled(grad: Tensor, upstream: Tensor) -> Tensor:
     """``grad * upstream`` in place (the buffer is this backward's alone), nothing at all for an
     upstream of 1 (``loss.backward()``)."""
-    if bool(upstream == 1):
+    if upstream.numel() == 1 and upstream.item() == 1:
         return grad
     return grad.mul_(upstream.to(grad.dtype))
 
@@ -93,13 +94,13 @@ def compiled_kernels_take(x: Tensor) -> bool:
 def fusable(x: Tensor, operands: tuple) -> bool:
     """Whether the fused autograd path takes this call: the logits need a reverse-mode gradient
     and nothing else does (no operand needs one, no forward-mode tangent anywhere)."""
-    from torch.autograd import forward_ad
-
     if not (x.requires_grad and torch.is_grad_enabled()):
         return False
     tensors = [t for t in operands if isinstance(t, Tensor)]
     if any(t.requires_grad for t in tensors):
         return False
+    if forward_ad._current_level < 0:  # no dual level entered: no tangent anywhere (cheap)
+        return True
     return all(forward_ad.unpack_dual(t).tangent is None for t in (x, *tensors))
 
 

@@ -26,6 +26,8 @@ def is_numpy_like(value: Any) -> bool:
     """NumPy arrays and array-likes (lists, scalars), which join the other arrays' library."""
     if isinstance(value, (np.ndarray, np.generic, float, int)):  # the common cases, at once
         return True
+    if arrays.is_torch_tensor(value):
+        return False
     return not arrays.is_array(value) or arrays.is_numpy_array(value)
 
 

@@ -11,6 +11,7 @@ what ``_api.training`` documents; the per-row and per-element formulas are the f
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -26,6 +27,18 @@ class Reduced(NamedTuple):
 
     value: float
     grad: Any
+
+
+@functools.cache
+def _kernels(family: str) -> Any:
+    """A family's fused-kernel module, imported (with numba) on first use."""
+    if family == "softmax":
+        from .softmax import reduced
+
+        return reduced
+    from .logistic import kernel
+
+    return kernel
 
 
 def applies(x: Array) -> bool:
@@ -61,8 +74,7 @@ def cross_entropy(
     (the other None; validated, ``z`` broadcasting to ``x``); ``w`` class weights ``(C,)``,
     ``mask`` a boolean per row (broadcasting to the rows). A counted index label outside
     ``[0, C)`` is a ValueError naming ``cross_entropy``."""
-    from .softmax import reduced
-
+    reduced = _kernels("softmax")
     xn = route.to_numpy(x)
     work = xn if xn.dtype.itemsize > 2 else xn.astype(np.float32)
     cols = work.shape[axis]
@@ -158,8 +170,7 @@ def binary_cross_entropy(
     """``binary_cross_entropy_with_logits`` reduced ("mean" or "sum"); ``w`` each element's
     weight in the reduction (zero where masked; None: every element once), ``q``
     ``pos_weight``, both broadcasting to ``x``."""
-    from .logistic import kernel
-
+    kernel = _kernels("logistic")
     xn, zn, qn, wn = map(route.to_numpy, (x, z, q, w))
     size = math.prod(xn.shape)
     if wn is None:
