@@ -1,6 +1,7 @@
 """Train a small two-headed MLP with logitloss's drop-in PyTorch losses.
 
-    python examples/train_torch.py
+    python examples/train_torch.py            # train with logitloss's modules
+    python examples/train_torch.py --compare  # the same run with torch.nn's too, both timed
 
 One head picks one of 5 classes (``CrossEntropyLoss`` with label smoothing and a padding label
 to ignore), the other predicts 8 independent tags (``BCEWithLogitsLoss`` with ``pos_weight`` for
@@ -10,9 +11,17 @@ the rarer positives). The only change from a plain PyTorch loop is the import li
 
 from __future__ import annotations
 
+import argparse
+import time
+
 import torch
 
 from logitloss.torch import BCEWithLogitsLoss, CrossEntropyLoss
+
+LOSSES = {
+    "logitloss": (CrossEntropyLoss, BCEWithLogitsLoss),
+    "torch.nn": (torch.nn.CrossEntropyLoss, torch.nn.BCEWithLogitsLoss),
+}
 
 FEATURES, CLASSES, TAGS, PAD = 20, 5, 8, -100
 
@@ -43,15 +52,17 @@ class Net(torch.nn.Module):
 
 
 def main(epochs: int = 8, n: int = 4096, batch_size: int = 128, seed: int = 0,
-         verbose: bool = True) -> list[float]:  # fmt: skip
-    """Train; return the mean training loss of each epoch."""
+         verbose: bool = True, losses: str = "logitloss") -> list[float]:  # fmt: skip
+    """Train with the loss modules of ``losses`` (a key of :data:`LOSSES`); return the mean
+    training loss of each epoch."""
+    cross_entropy_loss, bce_with_logits_loss = LOSSES[losses]
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, classes, tags = make_data(n, generator)
     # Positives are rarer than negatives: weigh them by the ratio, per tag.
     positives = tags.mean(dim=0).clamp(min=0.01)
-    class_loss = CrossEntropyLoss(ignore_index=PAD, label_smoothing=0.05)
-    tag_loss = BCEWithLogitsLoss(pos_weight=(1 - positives) / positives)
+    class_loss = cross_entropy_loss(ignore_index=PAD, label_smoothing=0.05)
+    tag_loss = bce_with_logits_loss(pos_weight=(1 - positives) / positives)
     model = Net()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
@@ -72,5 +83,25 @@ def main(epochs: int = 8, n: int = 4096, batch_size: int = 128, seed: int = 0,
     return history
 
 
+def compare(rounds: int = 3) -> dict[str, float]:
+    """Seconds per run (the best of ``rounds``, alternating) with each set of loss modules,
+    after one warm-up run of each; the loss histories agree to float32 rounding."""
+    best = dict.fromkeys(LOSSES, float("inf"))
+    histories = {name: main(epochs=1, verbose=False, losses=name) for name in LOSSES}
+    for _ in range(rounds):
+        for name in LOSSES:
+            start = time.perf_counter()
+            histories[name] = main(verbose=False, losses=name)
+            best[name] = min(best[name], time.perf_counter() - start)
+    for name in LOSSES:
+        print(f"{name}: {best[name]:.2f} s, final loss {histories[name][-1]:.6f}")
+    return best
+
+
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", action="store_true", help="time logitloss against torch.nn")
+    if parser.parse_args().compare:
+        compare()
+    else:
+        main()

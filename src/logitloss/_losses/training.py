@@ -105,7 +105,7 @@ def cross_entropy(
     )  # fmt: skip
     if bad >= 0:
         raise ValueError(_label_error("cross_entropy", ln, mn, has_mask, ignore_index, cols))
-    total = float(np.sum(loss))
+    total = float(loss.sum())
     value = reductions.counted_mean(total, denominator) if reduction == "mean" else total
     g = grad.reshape(moved.shape)
     if not last:
