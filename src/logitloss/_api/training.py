@@ -11,7 +11,6 @@ a second time: what is new is how the options combine the exact pieces.
 from __future__ import annotations
 
 import contextvars
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -45,12 +44,12 @@ def _fused(
     the value alone."""
     adapter = None
     if not isinstance(x, np.ndarray):
-        if arrays.is_jax_array(x):
+        if not arrays.is_torch_tensor(x):
+            if not arrays.is_jax_array(x):
+                return None
             from .._autodiff import jax_training
 
             return jax_training.reduced(loss, x, operands, options)
-        if not arrays.is_torch_tensor(x):
-            return None
         adapter = _torch_adapter()
         if adapter.compiling():
             # Under torch.compile, before the context variables below, which Dynamo cannot read.
@@ -76,13 +75,19 @@ def _torch_autocast(x: Any) -> Any:
     return _torch_adapter().autocast_input(x)
 
 
-@functools.cache
 def _torch_adapter() -> Any:
     """``_autodiff.torch_training``, imported on the first torch call (an import statement in
-    the function costs a microsecond on every call)."""
-    from .._autodiff import torch_training
+    the function costs a microsecond on every call; a ``functools.cache`` would make Dynamo
+    warn under ``torch.compile``)."""
+    global _TORCH_TRAINING
+    if _TORCH_TRAINING is None:
+        from .._autodiff import torch_training
 
-    return torch_training
+        _TORCH_TRAINING = torch_training
+    return _TORCH_TRAINING
+
+
+_TORCH_TRAINING: Any = None
 
 
 def _times(weight: Array, loss: Array, *, xp: Any) -> Array:

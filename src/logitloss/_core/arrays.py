@@ -26,11 +26,11 @@ def is_torch_tensor(value: object) -> bool:
 
 
 def is_array(value: object) -> bool:
-    return array_api_compat.is_array_api_obj(value)
+    return is_torch_tensor(value) or array_api_compat.is_array_api_obj(value)
 
 
 def is_numpy_array(value: object) -> bool:
-    return array_api_compat.is_numpy_array(value)
+    return isinstance(value, np.ndarray) or array_api_compat.is_numpy_array(value)
 
 
 def is_jax_array(value: object) -> bool:
