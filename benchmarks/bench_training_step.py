@@ -16,10 +16,10 @@ Pairs (each timed as one forward + backward, the gradient with respect to the lo
   ``optax.sigmoid_binary_cross_entropy(...).mean()``; float32 inputs, x64 off and on (one
   subprocess per setting: ``jax_enable_x64`` is set before any array is made). Labels and
   weights are arguments of the jitted function, not constants folded into it.
-- numpy: ``logitloss.value_and_grad(loss)(logits, labels, **options)`` against the plain NumPy
-  implementation below (log-softmax after subtracting the row maximum, gradient
-  ``softmax - onehot`` over N; the sigmoid analogue). Skipped, with a note, where logitloss has
-  no ``value_and_grad``.
+- numpy: ``logitloss.cross_entropy_value_and_grad(logits, labels, **options)`` (and
+  ``binary_cross_entropy_with_logits_value_and_grad``) against the plain NumPy implementation
+  below (log-softmax after subtracting the row maximum, gradient ``softmax - onehot`` over N;
+  the sigmoid analogue).
 
 Options: ``defaults``, and ``options``: for cross-entropy ``label_smoothing=0.1``, about 10 % of
 the targets ``ignore_index=-100``, a random positive class weight (C,); for the binary loss a
@@ -323,20 +323,17 @@ def numpy_bce(x: np.ndarray, z: np.ndarray, pos_weight: np.ndarray | None = None
     return (weight * per).sum() / denominator, weight * grad / denominator
 
 
-def numpy_pair(case: Case, d: Data) -> dict[str, Impl] | None:
+def numpy_pair(case: Case, d: Data) -> dict[str, Impl]:
     import logitloss
 
-    value_and_grad = getattr(logitloss, "value_and_grad", None)
-    if value_and_grad is None:
-        return None
     opts = case.options == "options"
     if case.loss == "cross_entropy":
         kw = {"weight": d.weight, "ignore_index": IGNORE, "label_smoothing": EPS} if opts else {}
-        peer, ours = numpy_cross_entropy, value_and_grad(logitloss.cross_entropy)
+        peer, ours = numpy_cross_entropy, logitloss.cross_entropy_value_and_grad
     else:
         kw = {"pos_weight": d.pos_weight, "weight": d.weight, "label_smoothing": EPS}
         kw = kw if opts else {}
-        peer, ours = numpy_bce, value_and_grad(logitloss.binary_cross_entropy_with_logits)
+        peer, ours = numpy_bce, logitloss.binary_cross_entropy_with_logits_value_and_grad
 
     def make(fn: Callable[..., Any]) -> Impl:
         def step() -> Any:
@@ -368,12 +365,10 @@ def cases(backend: str, sizes: list[tuple[int, int]], x64: str = "") -> list[Cas
     ]
 
 
-def run_case(case: Case, repeats: int | None) -> list[dict[str, Any]] | None:
-    """Check the pair agrees, time it; the CSV rows (None: the pair is not available)."""
+def run_case(case: Case, repeats: int | None) -> list[dict[str, Any]]:
+    """Check the pair agrees, time it; the CSV rows."""
     d = make_data(case.loss, case.options, case.rows, case.cols)
     pair = PAIRS[case.backend](case, d)
-    if pair is None:
-        return None
     peer = PEER[case.backend]
     scale = peer_scale(case, d)
     checked = {name: impl.check() for name, impl in pair.items()}
@@ -410,12 +405,6 @@ def run_cases(chosen: list[Case], repeats: int | None) -> tuple[list[dict[str, A
     notes: list[str] = []
     for case in chosen:
         found = run_case(case, repeats)
-        if found is None:
-            note = f"{case.backend}: skipped, logitloss has no value_and_grad yet"
-            if note not in notes:
-                notes.append(note)
-                print(note, flush=True)
-            continue
         rows += found
         ours = next(r for r in found if r["impl"] == "logitloss")
         peer = next(r for r in found if r["impl"] != "logitloss")
@@ -573,7 +562,8 @@ Forward and backward of a reduced loss, once per training step, as a training lo
 `benchmarks/results/bench_training_step.csv`). torch: `x.grad = None; loss_fn(x, y).backward()`
 with `logitloss.torch`'s modules against `torch.nn`'s, on leaf logits (float32, bfloat16);
 JAX: `jax.jit(jax.value_and_grad(loss))` against optax's loss (float32 inputs, x64 off and on,
-one process each); NumPy: `logitloss.value_and_grad` against a plain NumPy step. "options" are
+one process each); NumPy: `logitloss.cross_entropy_value_and_grad` (and the binary loss's)
+against a plain NumPy step. "options" are
 `label_smoothing=0.1`, 10 % `ignore_index` and class weights for cross-entropy, and per-class
 `pos_weight`, per-element `weight` and `label_smoothing=0.1` for the binary loss (torch.nn's
 targets smoothed by hand outside the step; optax's options composed from `smooth_labels`,

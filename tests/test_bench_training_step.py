@@ -66,11 +66,8 @@ def test_quick_run_writes_the_csv_and_the_pairs_agree(tmp_path: Path) -> None:
     assert {"date", "cpu", "simd", "cores", "torch_threads", "numba_threads", "command"} <= set(env)
     assert env["simd"] in ("AVX-512", "AVX2") or env["simd"] == bench.report.simd()
     assert list(rows[0]) == list(bench.FIELDS)
-    # 2 losses x 2 option sets x 2 dtypes on torch, x 2 impls; NumPy's 8 rows once it exists
-    numpy_rows = 8 if hasattr(logitloss, "value_and_grad") else 0
-    assert len(rows) == 16 + numpy_rows
-    if not numpy_rows:
-        assert "no value_and_grad" in env["note0"]
+    # 2 losses x 2 option sets x 2 dtypes on torch, x 2 impls; NumPy: 2 x 2 x 2
+    assert len(rows) == 16 + 8
     _check_pairs(rows)
     assert "| torch | CrossEntropyLoss | defaults | float32 | 32 x 2 | torch.nn |" in done.stdout
 
@@ -90,8 +87,7 @@ def test_jax_pairs_agree(x64: bool) -> None:
 
 @pytest.mark.parametrize("options", ["defaults", "options"])
 def test_the_plain_numpy_step_is_right(options: str) -> None:
-    """The NumPy peer against logitloss's loss and torch's autograd gradient, so that it is a
-    fair peer before ``logitloss.value_and_grad`` exists."""
+    """The NumPy peer against logitloss's loss and torch's autograd gradient: a fair peer."""
     torch = pytest.importorskip("torch")
     opts = options == "options"
     d = bench.make_data("cross_entropy", options, 40, 7, seed=3)

@@ -375,7 +375,9 @@ def test_reduced_path_only_where_it_applies(spy: dict) -> None:
     assert spy["logistic_loss_sum"] == 0 and spy["logistic_loss"] == 1
     tx = torch.from_numpy(x).requires_grad_(True)
     logitloss.binary_cross_entropy_with_logits(tx, torch.from_numpy(z)).backward()
-    assert spy["logistic_loss_sum"] == 0 and spy["logistic_loss_and_grad"] == 1
+    # A gradient to follow: the training step's one pass, loss sum and gradient together.
+    assert spy["logistic_loss_sum"] == 0 and spy["logistic_loss_sum_and_grad"] == 1
+    assert spy["logistic_loss_and_grad"] == 0
     with torch.no_grad():
         logitloss.binary_cross_entropy_with_logits(tx, torch.from_numpy(z))
     assert spy["logistic_loss_sum"] == 1

@@ -99,11 +99,14 @@ def environment() -> dict[str, str]:
         module = sys.modules.get(name)
         if module is not None:
             env[name] = module.__version__
-    if "numba.np.ufunc.parallel" in sys.modules:
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None:
         import numba
 
         env["numba_threads"] = str(numba.config.NUMBA_NUM_THREADS)
-        env["numba_threading_layer"] = numba.threading_layer()
+        # Only a parallel kernel starts the threads (small calls run on the caller's thread).
+        started = parallel._is_initialized
+        env["numba_threading_layer"] = numba.threading_layer() if started else "not started"
     env["quiet_rounds"] = str(ROUNDS["quiet"])
     env["rounds_discarded_for_other_processes"] = str(ROUNDS["discarded"])
     return env
