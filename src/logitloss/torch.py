@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ._api.training import binary_cross_entropy_with_logits, cross_entropy
+from ._autodiff import torch_training
 from ._core import options
 
 __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss"]
@@ -35,6 +36,38 @@ def _refuse_legacy(cls: str, size_average: Any, reduce: Any) -> None:
                 f"{cls}: `{name}` (deprecated in torch) is not supported, "
                 f"got {value!r}; use `reduction` ({options.REDUCTION_CHOICES})"
             )
+
+
+def _plain_step(reduction: str, x: Any, *others: Any) -> bool:
+    """Whether a module's call is a plain training step, which goes straight to the fused path
+    (``_autodiff.torch_training``) with a few cheap checks: reduced, eager (not compiled, not
+    under autocast, no forward-mode tangent), CPU tensors of one float32/float64 dtype (and
+    the labels), logits that need a gradient and weights that do not. Anything else takes the
+    module's full path, with its validation and messages (shapes are checked by the caller)."""
+    return (
+        reduction != "none"
+        and type(x) is torch.Tensor
+        and x.dtype in _STEP_DTYPES
+        and x.device.type == "cpu"
+        and x.requires_grad
+        and torch.is_grad_enabled()
+        and all(t is None or _plain_operand(t, x.dtype) for t in others)
+        and torch_training.eager_kernels_take(x)
+    )
+
+
+def _plain_operand(t: Any, dtype: torch.dtype) -> bool:
+    """Labels, weights: CPU tensors of the logits' dtype (or int64 labels), no gradient."""
+    return (
+        type(t) in _TENSORS
+        and t.device.type == "cpu"
+        and not t.requires_grad
+        and (t.dtype == dtype or t.dtype == torch.int64)
+    )
+
+
+_STEP_DTYPES = (torch.float32, torch.float64)
+_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 class BCEWithLogitsLoss(torch.nn.Module):
@@ -96,6 +129,20 @@ class BCEWithLogitsLoss(torch.nn.Module):
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if _plain_step(self.reduction, input, target, self.weight, self.pos_weight) and (
+            target.shape == input.shape
+            and target.dtype == input.dtype
+            and (self.weight is None or self.weight.shape == input.shape[-1:])
+            and (self.pos_weight is None or self.pos_weight.shape == input.shape[-1:])
+        ):
+            options = {"smoothing": self.label_smoothing, "reduction": self.reduction}
+            operands = (target, self.pos_weight, self.weight)
+            return torch_training.reduced(
+                "binary_cross_entropy", input, operands, options, self._full
+            )
+        return self._full(input, target)
+
+    def _full(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return binary_cross_entropy_with_logits(
             input,
             target,
@@ -172,6 +219,23 @@ class CrossEntropyLoss(torch.nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if (
+            _plain_step(self.reduction, input, target, self.weight)
+            and input.ndim == 2
+            and target.ndim == 1
+            and target.dtype == torch.int64
+            and target.shape[0] == input.shape[0]
+            and input.shape[1] > 0
+            and (self.weight is None or self.weight.shape == input.shape[1:])
+        ):
+            options = {"axis": 1, "ignore_index": self.ignore_index,
+                       "smoothing": self.label_smoothing, "z_scale": self.z_loss,
+                       "reduction": self.reduction}  # fmt: skip
+            operands = (target, None, self.weight, None)
+            return torch_training.reduced("cross_entropy", input, operands, options, self._full)
+        return self._full(input, target)
+
+    def _full(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(
             input,
             target,

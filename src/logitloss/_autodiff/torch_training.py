@@ -91,6 +91,18 @@ def compiled_kernels_take(x: Tensor) -> bool:
     return _KERNELS_INSTALLED and x.device.type == "cpu" and x.layout == torch.strided
 
 
+def eager_kernels_take(x: Tensor) -> bool:
+    """For a plain CPU tensor whose other checks the caller made: eager (not compiled, not
+    under autocast, no forward-mode level entered) and the kernels available
+    (``route.kernels_take``)."""
+    return (
+        not compiling()
+        and forward_ad._current_level < 0
+        and not torch.is_autocast_enabled("cpu")
+        and route.kernels_take(x)
+    )
+
+
 def fusable(x: Tensor, operands: tuple) -> bool:
     """Whether the fused autograd path takes this call: the logits need a reverse-mode gradient
     and nothing else does (no operand needs one, no forward-mode tangent anywhere)."""
