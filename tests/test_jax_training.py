@@ -1,11 +1,12 @@
-"""The lean JAX training losses (``_autodiff.jax_training``) against the path they replace.
+"""The reduced JAX training losses on CPU by the fused kernel (``_autodiff.jax_training``: a
+``pure_callback`` in a ``custom_jvp``) against the composed path they replace.
 
-``jax_training.cross_entropy`` and ``jax_training.binary_cross_entropy`` are called directly
-with the arguments ``_api.training`` passes them after validation; the reference is the public
-function (the composition of the exact ``jax_rules``), and the oracles are that exact path on
-float64 inputs (x64) and mpmath. Every option combination, under ``jax.jit``, x64 on and off:
-the values, and the gradients with respect to the logits, probability labels, class or element
-weights and ``pos_weight``.
+The lean path is the public function (``_api.training`` hands JAX logits to
+``jax_training.reduced``); the reference is the same call inside ``logitloss.reference_path()``
+(the composition of the exact ``jax_rules``), traced in the same ``jax.jit``. Every option
+combination, x64 on and off: the value and the gradients with respect to the logits,
+probability labels, class or element weights and ``pos_weight``; forward mode, second order,
+``vmap``, dtypes, label errors, and mpmath for the values.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ import pytest
 import logitloss
 
 jax = pytest.importorskip("jax")
+pytest.importorskip("numba")
 jnp = jax.numpy
 jax_training = pytest.importorskip("logitloss._autodiff.jax_training")
 
 mp.mp.dps = 50
-EPS32 = float(np.finfo(np.float32).eps)
-RNG = np.random.default_rng(12)
+N, C = 24, 16  # 384 logits: above jax_training.CALLBACK_MIN
 
 
-def _inputs(n: int, c: int, *, seed: int) -> dict[str, np.ndarray]:
+def _inputs(n: int = N, c: int = C, *, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, c, n)
     labels[1] = -100  # ignored
@@ -45,26 +46,68 @@ def _inputs(n: int, c: int, *, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-SHAPES = {"small": (6, 5), "larger": (48, 300)}
-
-
-def _ulp_error(got: Any, exact: Any, *, row: bool = False) -> float:
-    """The largest error of ``got`` in float32 ULP of ``exact`` (float64 truth), elementwise;
-    with ``row``, in ULP of the largest entry of each row (XLA's float32 mode, x64 off, holds no
-    per-element bound where a gradient entry cancels to nearly 0)."""
+def _ulps(got: Any, exact: Any, *, row: bool = False) -> float:
+    """The largest error of ``got`` in float32 ULP of ``exact``, elementwise; with ``row``, in
+    ULP of the largest entry of each row (XLA's float32 mode holds no per-element bound where a
+    gradient entry cancels to nearly 0)."""
     got, exact = np.asarray(got, np.float64), np.asarray(exact, np.float64)
-    if got.size == 0:
-        return 0.0
     scale = np.abs(exact)
     if row and exact.ndim >= 1:
         scale = np.maximum(scale, np.max(np.abs(exact), axis=-1, keepdims=True))
     ulp = np.spacing(np.maximum(scale, 1e-30).astype(np.float32)).astype(np.float64)
-    return float(np.max(np.abs(got - exact) / ulp))
+    return float(np.max(np.abs(got - exact) / ulp, initial=0.0))
 
 
-def _grads(fn: Any, args: tuple, argnums: tuple[int, ...]) -> list[np.ndarray]:
-    value, grads = jax.jit(jax.value_and_grad(fn, argnums))(*args)
+def _both(fn: Any, argnums: tuple[int, ...], *, truth: bool = False, jit: bool = True) -> Any:
+    """A function giving ``value_and_grad`` of ``fn`` on the lean path and on the reference
+    path, and with ``truth`` the reference on the float inputs cast to float64 (x64); jitted
+    (one compilation for all) or eager (JAX caches each primitive's compilation: many option
+    combinations cost less time so)."""
+    vg = jax.value_and_grad(fn, argnums)
+
+    def both(*args: Any) -> tuple:
+        lean = vg(*args)
+        with logitloss.reference_path():
+            if not truth:
+                return lean, vg(*args)
+            wide = [a.astype(jnp.float64) if a.dtype.kind == "f" else a for a in args]
+            return lean, vg(*args), vg(*wide)
+
+    return jax.jit(both) if jit else both
+
+
+def _flat(result: tuple) -> list[np.ndarray]:
+    value, grads = result
     return [np.asarray(value), *(np.asarray(g) for g in grads)]
+
+
+def _compare(fn: Any, args: tuple, argnums: tuple[int, ...], what: Any, *, jit: bool) -> None:
+    """The lean path against the truth (the reference path on float64 inputs) and the
+    reference. x64 (float32 inputs computed in float64): within 1 float32 ULP of the truth,
+    elementwise, and never further from it than the reference + 1 ULP. Without x64 the value
+    and the logits' gradient are the same kernel's, as close; the operands' gradients come
+    from the composed float32 path, which rounds in another order (the mean's derivative
+    cancels across the batch): within twice its error + 64 ULP of each row's largest entry."""
+    with jax.enable_x64(True):
+        lean, reference, truth = map(_flat, _both(fn, argnums, truth=True, jit=jit)(*args))
+    for i, (g, e, t) in enumerate(zip(lean, reference, truth, strict=True)):
+        assert g.dtype == e.dtype == np.float32 and g.shape == e.shape, (what, i)
+        err, ref_err = _ulps(g, t), _ulps(e, t)
+        assert err <= 1.0 or err <= ref_err + 1.0, (what, "x64", i, err, ref_err)
+    with jax.enable_x64(False):
+        lean, reference = map(_flat, _both(fn, argnums, jit=jit)(*args))
+    for i, (g, e, t) in enumerate(zip(lean, reference, truth, strict=True)):
+        assert g.dtype == e.dtype and g.shape == e.shape, (what, i)
+        if i <= 1:  # the value, the logits' gradient
+            err, ref_err = _ulps(g, t), _ulps(e, t)
+            assert err <= 1.0 or err <= ref_err + 1.0, (what, "x32", i, err, ref_err)
+        else:
+            err, ref_err = _ulps(g, t, row=True), _ulps(e, t, row=True)
+            assert err <= 2.0 * ref_err + 64.0, (what, "x32", i, err, ref_err)
+
+
+def _uses_callback(fn: Any, *args: Any) -> bool:
+    return "pure_callback" in str(jax.make_jaxpr(fn)(*args))
 
 
 # --- cross_entropy -----------------------------------------------------------------------------
@@ -74,112 +117,75 @@ CE_OPTIONS = list(itertools.product(
 ))  # fmt: skip
 
 
-def _ce_pair(kind: str, weighted: bool, masked: bool, eps: float, zl: float, red: str,
-             mask: Any, axis: int = -1) -> tuple[Any, Any]:  # fmt: skip
-    """The reference and the lean loss as functions of (x, labels, w)."""
+def _ce(options: tuple, mask: Any, *, axis: int = -1, ignore_index: int = -100) -> Any:
+    """The loss as a function of (x, labels, w) with these options."""
+    _, weighted, masked, eps, zl, red = options
 
-    def reference(x: Any, labels: Any, w: Any) -> Any:
-        return logitloss.cross_entropy(x, labels, axis=axis, weight=w if weighted else None,
-                                       label_smoothing=eps, z_loss=zl,
-                                       where=mask if masked else None, reduction=red)  # fmt: skip
-
-    def lean(x: Any, labels: Any, w: Any) -> Any:
-        return jax_training.cross_entropy(
-            x, labels, w if weighted else None, mask if masked else None, axis=axis,
-            ignore_index=-100, smoothing=eps, z_scale=zl, reduction=red,
+    def loss(x: Any, labels: Any, w: Any) -> Any:
+        return logitloss.cross_entropy(
+            x, labels, axis=axis, weight=w if weighted else None, ignore_index=ignore_index,
+            label_smoothing=eps, z_loss=zl, where=mask if masked else None, reduction=red,
         )  # fmt: skip
 
-    return reference, lean
+    return loss
 
 
-def _ce_args(d: dict, kind: str, *, wide: bool = False) -> tuple[tuple, tuple[int, ...]]:
-    dtype = jnp.float64 if wide else jnp.float32
-    labels = jnp.asarray(d["labels"]) if kind == "index" else jnp.asarray(d["probs"], dtype)
-    args = (jnp.asarray(d["x"], dtype), labels, jnp.asarray(d["w"], dtype))
+def _ce_args(d: dict, kind: str) -> tuple[tuple, tuple[int, ...]]:
+    labels = jnp.asarray(d["labels"] if kind == "index" else d["probs"])
+    args = (jnp.asarray(d["x"]), labels, jnp.asarray(d["w"]))
     return args, (0, 2) if kind == "index" else (0, 1, 2)
 
 
-def _options_for(shape: str, options: list[tuple]) -> list[tuple]:
-    """Every combination on the small shape; on the larger one every combination of the
-    first four options, the last two (z-loss, reduction) varied along (compiling is the cost)."""
-    if shape == "small":
-        return options
-    seen = {}
-    for i, o in enumerate(options):
-        seen.setdefault(o[:-2], o[:-2] + options[(i * 3) % len(options)][-2:])
-    return list(seen.values())
+def test_cross_entropy_equals_reference() -> None:
+    d = _inputs(seed=1)
+    mask = d["mask"]
+    for i, options in enumerate(CE_OPTIONS):
+        args, argnums = _ce_args(d, options[0])
+        _compare(_ce(options, mask), args, argnums, options, jit=i % 9 == 0)
 
 
-def _check(got: list, expected: list, truth: list, x64: bool, what: Any, axis: int = -1) -> None:
-    """Each result of the lean path within 1 float32 ULP of the truth under x64, and never
-    further from it than the reference path + 1 ULP; without x64 (both float32 computations,
-    reassociated otherwise by XLA) within the reference's error + 4 ULP of each row's largest
-    entry (rows along ``axis`` for the logits' gradient). Dtypes and shapes the reference's."""
-    for i, (g, e, t) in enumerate(zip(got, expected, truth, strict=True)):
-        assert g.dtype == e.dtype and g.shape == e.shape, what
-        if g.ndim > 2:
-            g, e, t = (np.moveaxis(a, axis, -1) for a in (g, e, t))
-        if x64:
-            err, ref_err = _ulp_error(g, t), _ulp_error(e, t)
-            assert err <= 1.0, (what, i, err)
-            assert err <= ref_err + 1.0, (what, i, err, ref_err)
-        else:
-            err, ref_err = _ulp_error(g, t, row=True), _ulp_error(e, t, row=True)
-            assert err <= ref_err + 4.0, (what, i, err, ref_err)
-
-
-@pytest.mark.parametrize("x64", [True, False], ids=["x64", "x32"])
-@pytest.mark.parametrize("shape", list(SHAPES))
-def test_cross_entropy_equals_reference(x64: bool, shape: str) -> None:
-    d = _inputs(*SHAPES[shape], seed=1)
-    for options in _options_for(shape, CE_OPTIONS):
-        kind = options[0]
-        with jax.enable_x64(True):
-            reference, _ = _ce_pair(*options, mask=jnp.asarray(d["mask"]))
-            wide, argnums = _ce_args(d, kind, wide=True)
-            truth = _grads(reference, wide, argnums)
-        with jax.enable_x64(x64):
-            reference, lean = _ce_pair(*options, mask=jnp.asarray(d["mask"]))
-            args, argnums = _ce_args(d, kind)
-            _check(_grads(lean, args, argnums), _grads(reference, args, argnums), truth, x64,
-                   options)  # fmt: skip
-
-
-@pytest.mark.parametrize("x64", [True, False], ids=["x64", "x32"])
-def test_cross_entropy_class_axis_and_broadcast_labels(x64: bool) -> None:
+def test_cross_entropy_class_axis_and_broadcast_labels() -> None:
     """Classes on axis 1 of a 3-d batch (PyTorch's layout), probabilities broadcast from a
-    row shared by the batch."""
+    row shared by the batch, ``ignore_index=-1``."""
     rng = np.random.default_rng(3)
-    x = (rng.standard_normal((3, 7, 4)) * 2).astype(np.float32)
-    labels = rng.integers(0, 7, (3, 4))
+    x = (rng.standard_normal((3, 16, 8)) * 2).astype(np.float32)
+    labels = rng.integers(0, 16, (3, 8))
     labels[0, 1] = -1
-    shared = rng.dirichlet(np.ones(7)).astype(np.float32).reshape(1, 7, 1)
-    w = rng.uniform(0.5, 2, 7).astype(np.float32)
-    with jax.enable_x64(x64):
-        mask = jnp.asarray(rng.uniform(size=(3, 4)) < 0.8)
-        for lab, eps, zl in itertools.product([labels, shared], [0.0, 0.2], [0.0, 0.05]):
-            lab = jnp.asarray(lab)
-            argnums = (0, 2) if lab.dtype.kind == "i" else (0, 1, 2)
-
-            def reference(x: Any, lab: Any, w: Any, eps: float = eps, zl: float = zl) -> Any:
-                return logitloss.cross_entropy(
-                    x, lab, axis=1, weight=w, ignore_index=-1, label_smoothing=eps, z_loss=zl,
-                    where=mask)  # fmt: skip
-
-            def lean(x: Any, lab: Any, w: Any, eps: float = eps, zl: float = zl) -> Any:
-                return jax_training.cross_entropy(
-                    x, lab, w, mask, axis=1, ignore_index=-1, smoothing=eps, z_scale=zl,
-                    reduction="mean")  # fmt: skip
-
-            args = (jnp.asarray(x), lab, jnp.asarray(w))
-            got, expected = _grads(lean, args, argnums), _grads(reference, args, argnums)
-            with jax.enable_x64(True):
-                wide = tuple(a if a.dtype.kind == "i" else a.astype(jnp.float64) for a in args)
-                truth = _grads(reference, wide, argnums)
-            _check(got, expected, truth, x64, (lab.dtype, eps, zl), axis=1)
+    shared = rng.dirichlet(np.ones(16)).astype(np.float32).reshape(1, 16, 1)
+    w = rng.uniform(0.5, 2, 16).astype(np.float32)
+    mask = rng.uniform(size=(3, 8)) < 0.8
+    for lab, eps, zl in [(labels, 0.2, 0.05), (shared, 0.0, 0.0)]:
+        kind = "index" if lab.dtype.kind == "i" else "probs"
+        fn = _ce((kind, True, True, eps, zl, "mean"), mask, axis=1, ignore_index=-1)
+        argnums = (0, 2) if kind == "index" else (0, 1, 2)
+        args = (jnp.asarray(x), jnp.asarray(lab), jnp.asarray(w))
+        _compare(fn, args, argnums, (kind, eps, zl), jit=True)
 
 
-def mp_index_loss(row: np.ndarray, label: int, w: np.ndarray, eps: float, zl: float) -> Any:
+def test_the_callback_is_taken_where_it_applies() -> None:
+    d = _inputs(seed=2)
+    x, labels = jnp.asarray(d["x"]), jnp.asarray(d["labels"])
+    z = jnp.asarray(d["z"])
+
+    def ce(a: Any) -> Any:
+        return logitloss.cross_entropy(a, labels)
+
+    def bce(a: Any) -> Any:
+        return logitloss.binary_cross_entropy_with_logits(a, z, reduction="sum")
+
+    for fn in (ce, bce):
+        assert _uses_callback(jax.grad(fn), x)
+        with logitloss.reference_path():
+            assert not _uses_callback(jax.grad(fn), x)
+    # Small inputs (a callback costs more than XLA's whole computation) and unreduced losses
+    # keep the composed path.
+    small = x[:4, :4]
+    assert small.size < jax_training.CALLBACK_MIN
+    assert not _uses_callback(lambda a: logitloss.cross_entropy(a, labels[:4] % 4), small)
+    assert not _uses_callback(lambda a: logitloss.cross_entropy(a, labels, reduction="none"), x)
+
+
+def _mp_index_loss(row: np.ndarray, label: int, w: np.ndarray, eps: float, zl: float) -> Any:
     """PyTorch's smoothed, class-weighted index loss plus ``zl w_y lse^2``, at 50 digits."""
     xs = [mp.mpf(float(v)) for v in row]
     ws = [mp.mpf(float(v)) for v in w]
@@ -190,91 +196,143 @@ def mp_index_loss(row: np.ndarray, label: int, w: np.ndarray, eps: float, zl: fl
     return loss + mp.mpf(zl) * ws[label] * lse**2
 
 
-@pytest.mark.parametrize("x64", [True, False], ids=["x64", "x32"])
-def test_cross_entropy_against_mpmath(x64: bool) -> None:
-    d = _inputs(5, 4, seed=4)
+def test_cross_entropy_against_mpmath() -> None:
+    d = _inputs(seed=4)
     x, labels, w, mask = d["x"], d["labels"], d["w"], d["mask"]
+    rows = [i for i in range(N) if labels[i] != -100 and mask[i]]
     for eps, zl, red in itertools.product([0.0, 0.3], [0.0, 0.02], ["mean", "sum"]):
-        rows = [i for i in range(len(x)) if labels[i] != -100 and mask[i]]
-        total = mp.fsum(mp_index_loss(x[i], labels[i], w, eps, zl) for i in rows)
+        total = mp.fsum(_mp_index_loss(x[i], labels[i], w, eps, zl) for i in rows)
         if red == "mean":
             total /= mp.fsum(mp.mpf(float(w[labels[i]])) for i in rows)
-        with jax.enable_x64(x64):
-            got = jax.jit(
-                lambda a, eps=eps, zl=zl, red=red: jax_training.cross_entropy(
-                    a, jnp.asarray(labels), jnp.asarray(w), jnp.asarray(mask), axis=-1,
-                    ignore_index=-100, smoothing=eps, z_scale=zl, reduction=red)
-            )(jnp.asarray(x))  # fmt: skip
-        ulp = np.spacing(np.float32(float(total)))
-        assert abs(float(got) - float(total)) <= (1.0 if x64 else 4.0) * ulp, (eps, zl, red)
+        got = jax.jit(
+            lambda a, eps=eps, zl=zl, red=red: logitloss.cross_entropy(
+                a, jnp.asarray(labels), weight=jnp.asarray(w), label_smoothing=eps, z_loss=zl,
+                where=jnp.asarray(mask), reduction=red)
+        )(jnp.asarray(x))  # fmt: skip
+        assert abs(float(got) - float(total)) <= np.spacing(np.float32(float(total))), (eps, zl)
 
 
-@pytest.mark.parametrize("x64", [True, False], ids=["x64", "x32"])
-def test_out_of_range_labels_give_nan_rows_under_jit(x64: bool) -> None:
-    d = _inputs(4, 3, seed=5)
-    labels = jnp.asarray([0, 3, -100, -1])
-    with jax.enable_x64(x64):
-        x, w = jnp.asarray(d["x"]), jnp.asarray(d["w"])
-        for weighted, eps, red in itertools.product([False, True], [0.0, 0.1], ["mean", "sum"]):
-
-            def lean(a: Any, weighted: bool = weighted, eps: float = eps, red: str = red) -> Any:
-                return jax_training.cross_entropy(
-                    a, labels, w if weighted else None, None, axis=-1, ignore_index=-100,
-                    smoothing=eps, z_scale=0.0, reduction=red)  # fmt: skip
-
-            def reference(a: Any, weighted: bool = weighted, eps: float = eps,
-                          red: str = red) -> Any:  # fmt: skip
-                return logitloss.cross_entropy(a, labels, weight=w if weighted else None,
-                                               label_smoothing=eps, reduction=red)  # fmt: skip
-
-            value, grad = jax.jit(jax.value_and_grad(lean))(x)
-            _, expected = jax.jit(jax.value_and_grad(reference))(x)
-            assert np.isnan(value)
-            grad = np.asarray(grad)
-            assert np.isnan(grad[[1, 3]]).all()
-            # The weighted mean's denominator holds w[label] of the bad rows: NaN throughout,
-            # as the reference path; otherwise only those rows are NaN.
-            np.testing.assert_array_equal(np.isnan(grad), np.isnan(np.asarray(expected)))
-            if not (weighted and red == "mean"):
-                assert np.isfinite(grad[0]).all() and (grad[2] == 0).all()
+def test_out_of_range_labels() -> None:
+    """Eager: the composed path's ValueError for counted labels (not for ignored or masked
+    ones). Under jit: a NaN loss and an all-NaN gradient."""
+    d = _inputs(seed=5)
+    x = jnp.asarray(d["x"])
+    bad = d["labels"].copy()
+    bad[3] = C
+    with pytest.raises(ValueError, match=r"`labels` must lie in \[0, 16\).*from 0 to 16"):
+        logitloss.cross_entropy(x, jnp.asarray(bad))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 16\)"):
+        jax.value_and_grad(logitloss.cross_entropy)(x, jnp.asarray(bad))
+    mask = np.ones(N, bool)
+    mask[3] = False
+    logitloss.cross_entropy(x, jnp.asarray(bad), where=jnp.asarray(mask))
+    logitloss.cross_entropy(x, jnp.asarray(np.where(bad == -100, 0, bad)), ignore_index=C)
+    for weighted, eps, red in itertools.product([False, True], [0.0, 0.1], ["mean", "sum"]):
+        value, grad = jax.jit(jax.value_and_grad(
+            lambda a, y, weighted=weighted, eps=eps, red=red: logitloss.cross_entropy(
+                a, y, weight=jnp.asarray(d["w"]) if weighted else None, label_smoothing=eps,
+                reduction=red)))(x, jnp.asarray(bad))  # fmt: skip
+        assert np.isnan(value) and np.isnan(np.asarray(grad)).all()
 
 
 def test_nothing_counted_is_zero_with_zero_gradient() -> None:
-    d = _inputs(4, 3, seed=6)
-    x = jnp.asarray(d["x"])
-    labels = jnp.full((4,), -100)
+    x = jnp.asarray(_inputs(seed=6)["x"])
+    labels = jnp.full((N,), -100)
     for red in ("mean", "sum"):
-        value, grad = jax.jit(jax.value_and_grad(lambda a, red=red: jax_training.cross_entropy(
-            a, labels, None, None, axis=-1, ignore_index=-100, smoothing=0.1, z_scale=0.1,
-            reduction=red)))(x)  # fmt: skip
+        value, grad = jax.jit(jax.value_and_grad(lambda a, red=red: logitloss.cross_entropy(
+            a, labels, label_smoothing=0.1, z_loss=0.1, reduction=red)))(x)  # fmt: skip
         assert float(value) == 0.0 and not np.asarray(grad).any()
 
 
-def test_upstream_cotangent_scales_the_saved_gradient() -> None:
-    """The backward pass multiplies the saved gradient by the upstream cotangent (here 3 and a
-    vmap of cotangents), and vmap over a batch of logits is the loop over it."""
-    d = _inputs(6, 5, seed=7)
-    x, labels = jnp.asarray(d["x"]), jnp.asarray(d["labels"])
-
-    def lean(a: Any) -> Any:
-        return jax_training.cross_entropy(a, labels, None, None, axis=-1, ignore_index=-100,
-                                          smoothing=0.0, z_scale=0.0, reduction="mean")  # fmt: skip
-
-    np.testing.assert_allclose(jax.grad(lambda a: 3 * lean(a))(x), 3 * jax.grad(lean)(x),
-                               rtol=2 * EPS32)  # fmt: skip
-    batch = jnp.stack([x, x / 2, -x])
-    grads = jax.vmap(jax.grad(lean))(batch)
-    for i in range(3):
-        np.testing.assert_array_equal(grads[i], jax.grad(lean)(batch[i]))
+# --- forward mode, second order, vmap, dtypes --------------------------------------------------
 
 
-def test_reduction_none_is_left_to_the_caller() -> None:
-    x = jnp.zeros((2, 3))
-    assert jax_training.cross_entropy(x, jnp.asarray([0, 1]), None, None, axis=-1,
-                                      ignore_index=-100, smoothing=0.0, z_scale=0.0,
-                                      reduction="none") is None  # fmt: skip
-    assert jax_training.binary_cross_entropy(x, x, None, None, None, smoothing=0.0,
-                                             reduction="none") is None  # fmt: skip
+def _losses(d: dict) -> dict[str, Any]:
+    labels, mask, emask = jnp.asarray(d["labels"]), jnp.asarray(d["mask"]), jnp.asarray(d["emask"])
+    return {
+        "index": lambda x, w, p: logitloss.cross_entropy(
+            x, labels, weight=w, label_smoothing=0.1, z_loss=0.01, where=mask),
+        "probs": lambda x, w, p: logitloss.cross_entropy(
+            x, p, weight=w, label_smoothing=0.1, z_loss=0.01, reduction="sum"),
+        "bce": lambda x, w, p: logitloss.binary_cross_entropy_with_logits(
+            x, p, pos_weight=w, weight=p, label_smoothing=0.1, where=emask),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("x64", [True, False], ids=["x64", "x32"])
+def test_forward_mode_agrees(x64: bool) -> None:
+    """``jax.jvp`` (tangents in the logits and every float operand at once, and in the logits
+    alone) is the reference's."""
+    d = _inputs(seed=7)
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(x64):
+        primals = tuple(jnp.asarray(d[k]) for k in ("x", "w", "probs"))
+        tangents = tuple(jnp.asarray(rng.standard_normal(p.shape), p.dtype) for p in primals)
+        only_x = (tangents[0], jnp.zeros_like(primals[1]), jnp.zeros_like(primals[2]))
+        for name, fn in _losses(d).items():
+            for t in (tangents, only_x):
+
+                def both(p: tuple, t: tuple = t, fn: Any = fn) -> tuple:
+                    lean = jax.jvp(fn, p, t)
+                    with logitloss.reference_path():
+                        return lean, jax.jvp(fn, p, t)
+
+                lean, reference = jax.jit(both)(primals)
+                assert _uses_callback(lambda p, t=t, fn=fn: jax.jvp(fn, p, t), primals)
+                for g, e in zip(lean, reference, strict=True):
+                    scale = float(np.max(np.abs(np.asarray(e))))
+                    assert abs(float(g) - float(e)) <= 16 * np.spacing(np.float32(scale)), name
+
+
+def test_second_order_is_the_reference() -> None:
+    """Hessians (through the ``(value, grad)`` rule) and mixed second derivatives."""
+    d = _inputs(seed=8)
+    with jax.enable_x64(True):
+        primals = tuple(jnp.asarray(d[k]) for k in ("x", "w", "probs"))
+        for name, fn in _losses(d).items():
+            h = jax.jit(jax.hessian(fn, (0, 1)))(*primals)
+            with logitloss.reference_path():
+                expected = jax.jit(jax.hessian(fn, (0, 1)))(*primals)
+            for got, want in zip(jax.tree.leaves(h), jax.tree.leaves(expected), strict=True):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_vmap_is_the_loop_and_cotangents_scale() -> None:
+    d = _inputs(seed=9)
+    labels, z = jnp.asarray(d["labels"]), jnp.asarray(d["z"])
+    batch = jnp.stack([jnp.asarray(d["x"]), jnp.asarray(d["x"]) / 2, -jnp.asarray(d["x"])])
+    for fn in (lambda a: logitloss.cross_entropy(a, labels, label_smoothing=0.1),
+               lambda a: logitloss.binary_cross_entropy_with_logits(a, z)):  # fmt: skip
+        values, grads = jax.jit(jax.vmap(jax.value_and_grad(fn)))(batch)
+        for i in range(3):
+            value, grad = jax.value_and_grad(fn)(batch[i])
+            assert values[i] == value
+            np.testing.assert_array_equal(grads[i], grad)
+        np.testing.assert_allclose(jax.grad(lambda a, fn=fn: 3 * fn(a))(batch[0]),
+                                   3 * jax.grad(fn)(batch[0]), rtol=1e-6)  # fmt: skip
+    # vmap over the labels too, and a batch of probability targets.
+    ys = jnp.stack([labels, jnp.roll(labels, 1)])
+    values = jax.vmap(lambda a, y: logitloss.cross_entropy(a, y))(batch[:2], ys)
+    for i in range(2):
+        assert values[i] == logitloss.cross_entropy(batch[i], ys[i])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_dtypes(dtype: str) -> None:
+    """The logits' dtype in, the same dtype out (float64 with x64), equal to the reference."""
+    d = _inputs(seed=10)
+    with jax.enable_x64(dtype == "float64"):
+        x = jnp.asarray(d["x"]).astype(dtype)
+        p = jnp.asarray(d["z"]).astype(dtype)
+        labels = jnp.asarray(d["labels"])
+        for fn in (lambda a: logitloss.cross_entropy(a, labels, label_smoothing=0.1),
+                   lambda a: logitloss.binary_cross_entropy_with_logits(a, p)):  # fmt: skip
+            lean, reference = _both(fn, (0,))(x)
+            for g, e in zip(jax.tree.leaves(lean), jax.tree.leaves(reference), strict=True):
+                assert g.dtype == e.dtype == x.dtype
+                tol = 1e-12 if dtype == "float64" else 2 * float(jnp.finfo(x.dtype).eps)
+                np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(e, np.float64),
+                                           rtol=tol, atol=tol * 1e-3)  # fmt: skip
 
 
 # --- binary_cross_entropy ----------------------------------------------------------------------
@@ -284,55 +342,36 @@ BCE_OPTIONS = list(itertools.product(
 ))  # fmt: skip
 
 
-@pytest.mark.parametrize("x64", [True, False], ids=["x64", "x32"])
-@pytest.mark.parametrize("shape", list(SHAPES))
-def test_binary_cross_entropy_equals_reference(x64: bool, shape: str) -> None:
-    d = _inputs(*SHAPES[shape], seed=2)
-    names = ("x", "z", "q", "ew")
-    for options in _options_for(shape, BCE_OPTIONS):
-        has_q, has_w, masked = options[:3]
+def test_binary_cross_entropy_equals_reference() -> None:
+    d = _inputs(seed=11)
+    args = tuple(jnp.asarray(d[k]) for k in ("x", "z", "q", "ew"))
+    emask = d["emask"]
+    for i, options in enumerate(BCE_OPTIONS):
+        has_q, has_w = options[:2]
 
-        def reference(x: Any, z: Any, q: Any, w: Any, mask: Any, options: tuple = options) -> Any:
-            has_q, has_w, _, eps, red = options
+        def fn(x: Any, z: Any, q: Any, w: Any, options: tuple = options) -> Any:
+            has_q, has_w, masked, eps, red = options
             return logitloss.binary_cross_entropy_with_logits(
                 x, z, pos_weight=q if has_q else None, weight=w if has_w else None,
-                label_smoothing=eps, where=mask, reduction=red)  # fmt: skip
-
-        def lean(x: Any, z: Any, q: Any, w: Any, mask: Any, options: tuple = options) -> Any:
-            has_q, has_w, _, eps, red = options
-            return jax_training.binary_cross_entropy(
-                x, z, q if has_q else None, w if has_w else None, mask, smoothing=eps,
-                reduction=red)  # fmt: skip
+                label_smoothing=eps, where=emask if masked else None, reduction=red)  # fmt: skip
 
         argnums = (0, 1) + ((2,) if has_q else ()) + ((3,) if has_w else ())
-        with jax.enable_x64(True):
-            wide = tuple(jnp.asarray(d[k], jnp.float64) for k in names)
-            mask = jnp.asarray(d["emask"]) if masked else None
-            truth = _grads(reference, (*wide, mask), argnums)
-        with jax.enable_x64(x64):
-            args = (
-                *(jnp.asarray(d[k]) for k in names),
-                jnp.asarray(d["emask"]) if masked else None,
-            )
-            _check(_grads(lean, args, argnums), _grads(reference, args, argnums), truth, x64,
-                   options)  # fmt: skip
+        _compare(fn, args, argnums, options, jit=i % 7 == 0)
 
 
 def test_binary_cross_entropy_against_mpmath() -> None:
-    d = _inputs(3, 4, seed=8)
+    d = _inputs(seed=12)
     x, z, q, w = d["x"], d["z"], d["q"], d["ew"]
     eps = 0.2
     total, count = mp.mpf(0), mp.mpf(0)
-    for i, j in itertools.product(range(3), range(4)):
+    for i, j in itertools.product(range(N), range(C)):
         xi, zi = mp.mpf(float(x[i, j])), mp.mpf(float(z[i, j])) * (1 - mp.mpf(eps)) + eps / 2
         qi, wi = mp.mpf(float(q[j])), mp.mpf(float(w[i, j]))
         total += wi * (qi * zi * mp.log1p(mp.exp(-xi)) + (1 - zi) * mp.log1p(mp.exp(xi)))
         count += wi
-    for x64, red in itertools.product([True, False], ["mean", "sum"]):
+    for red in ("mean", "sum"):
         expected = total / count if red == "mean" else total
-        with jax.enable_x64(x64):
-            got = jax.jit(lambda a, red=red: jax_training.binary_cross_entropy(
-                a, jnp.asarray(z), jnp.asarray(q), jnp.asarray(w), None, smoothing=eps,
-                reduction=red))(jnp.asarray(x))  # fmt: skip
-        ulp = np.spacing(np.float32(float(expected)))
-        assert abs(float(got) - float(expected)) <= (1.0 if x64 else 4.0) * ulp, (x64, red)
+        got = jax.jit(lambda a, red=red: logitloss.binary_cross_entropy_with_logits(
+            a, jnp.asarray(z), pos_weight=jnp.asarray(q), weight=jnp.asarray(w),
+            label_smoothing=eps, reduction=red))(jnp.asarray(x))  # fmt: skip
+        assert abs(float(got) - float(expected)) <= np.spacing(np.float32(float(expected))), red
