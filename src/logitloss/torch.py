@@ -95,7 +95,7 @@ class BCEWithLogitsLoss(torch.nn.Module):
     >>> target = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     >>> loss = loss_fn(logits, target)
     >>> loss
-    tensor(0.2314, grad_fn=<ToCopyBackward0>)
+    tensor(0.2314, grad_fn=<_ReducedBackward>)
     >>> torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([2.0, 1.0]))(logits, target)
     tensor(0.2314, grad_fn=<BinaryCrossEntropyWithLogitsBackward0>)
     >>> loss.backward()
@@ -188,7 +188,7 @@ class CrossEntropyLoss(torch.nn.Module):
     >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], requires_grad=True)
     >>> loss = loss_fn(logits, torch.tensor([0, 2]))
     >>> loss
-    tensor(0.3455, grad_fn=<ToCopyBackward0>)
+    tensor(0.3455, grad_fn=<_ReducedBackward>)
     >>> torch.nn.CrossEntropyLoss(label_smoothing=0.1)(logits, torch.tensor([0, 2]))
     tensor(0.3455, grad_fn=<AddBackward0>)
     >>> loss.backward()
