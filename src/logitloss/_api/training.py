@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._core import arrays, checks, options, reductions
+from .._core import arrays, checks, options, reductions, route
 from .._core.arrays import Array
 from .._losses import training as fused
 from .._losses.softmax import formula as softmax_formula
@@ -29,13 +29,7 @@ GRADIENT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
 
 
 def _fused(
-    loss: str,
-    x: Array,
-    operands: tuple,
-    options: dict[str, Any],
-    recompute: Callable[[Array], Array],
-    *,
-    xp: Any,
+    loss: str, x: Array, operands: tuple, options: dict[str, Any], *, xp: Any
 ) -> Array | None:
     """The reduced loss by the fused kernels (``_losses.training``: the loss and the logits'
     gradient in one pass) where the gradient is wanted with it: PyTorch CPU logits that need
@@ -49,13 +43,13 @@ def _fused(
                 return None
             from .._autodiff import jax_training
 
-            return jax_training.reduced(loss, x, operands, options)
+            return jax_training.reduced(loss, x, operands, options, composed)
         adapter = _torch_adapter()
         if adapter.compiling():
             # Under torch.compile, before the context variables below, which Dynamo cannot read.
             if not (adapter.fusable(x, operands) and adapter.compiled_kernels_take(x)):
                 return None
-            return adapter.reduced(loss, x, operands, options, recompute)
+            return adapter.reduced(loss, x, operands, options, _recompute(loss, operands, options))
     if not fused.applies(x):
         return None
     gradient = GRADIENT.get()
@@ -65,7 +59,33 @@ def _fused(
         return reductions.scalar(result.value, like=x, xp=xp)
     if adapter is None or not adapter.fusable(x, operands):
         return None
-    return adapter.reduced(loss, x, operands, options, recompute)
+    return adapter.reduced(loss, x, operands, options, _recompute(loss, operands, options))
+
+
+def composed(loss: str, x: Array, *operands: Array | None, **options: Any) -> Array:
+    """The fused path's call (``loss``, ``operands`` and ``options`` as ``_fused`` takes them)
+    on the composed path: the public function inside ``reference_path()``. The autodiff
+    adapters differentiate it where the fused kernels give no derivative: torch's
+    ``create_graph``, JAX's tangents of the operands and second order."""
+    with route.reference_path():
+        if loss == "cross_entropy":
+            labels, z, w, mask = operands
+            return cross_entropy(
+                x, z if labels is None else labels, axis=options["axis"], weight=w,
+                ignore_index=options["ignore_index"], label_smoothing=options["smoothing"],
+                z_loss=options["z_scale"], where=mask, reduction=options["reduction"],
+            )  # fmt: skip
+        # The mask is in the counted weights (0 where not counted): the same sums.
+        z, q, w = operands
+        return binary_cross_entropy_with_logits(
+            x, z, pos_weight=q, weight=w, label_smoothing=options["smoothing"],
+            reduction=options["reduction"],
+        )  # fmt: skip
+
+
+def _recompute(loss: str, operands: tuple, options: dict[str, Any]) -> Callable[[Array], Array]:
+    """:func:`composed` as a function of the logits alone (torch's backward)."""
+    return lambda x: composed(loss, x, *operands, **options)
 
 
 def _torch_autocast(x: Any) -> Any:
@@ -225,15 +245,9 @@ def binary_cross_entropy_with_logits(
         # the reference (no float64 copies of the inputs here).
         return dispatch.logistic(x, z, q, xp=xp)
     if reduction != "none":
-        fast = _fused(
-            "binary_cross_entropy", x, (z, q, _counted_weight(w, mask, x, xp=xp)),
-            {"smoothing": smoothing, "reduction": reduction},
-            lambda v: binary_cross_entropy_with_logits(
-                v, z, pos_weight=q, weight=w, label_smoothing=smoothing, where=mask,
-                reduction=reduction,
-            ),
-            xp=xp,
-        )  # fmt: skip
+        operands = (z, q, _counted_weight(w, mask, x, xp=xp))
+        fast_options = {"smoothing": smoothing, "reduction": reduction}
+        fast = _fused("binary_cross_entropy", x, operands, fast_options, xp=xp)
         if fast is not None:
             return fast
         # Sum or mean: one kernel pass over the inputs, the per-element loss never written.
@@ -378,14 +392,6 @@ def cross_entropy(
     softmax_options = _SoftmaxOptions(axis, num_classes, smoothing, z_scale)
     fused_options = {"axis": axis, "ignore_index": ignore_index, "smoothing": smoothing,
                      "z_scale": z_scale, "reduction": reduction}  # fmt: skip
-    given = labels
-
-    def recompute(v: Array) -> Array:
-        return cross_entropy(
-            v, given, axis=axis, weight=w, ignore_index=ignore_index, label_smoothing=smoothing,
-            z_loss=z_scale, where=mask, reduction=reduction,
-        )  # fmt: skip
-
     if arrays.is_integer_dtype(xp, labels.dtype):
         if tuple(labels.shape) != rows:
             raise ValueError(
@@ -394,7 +400,7 @@ def cross_entropy(
             )
         if reduction != "none":
             operands = (labels, None, w, mask)
-            fast = _fused("cross_entropy", x, operands, fused_options, recompute, xp=xp)
+            fast = _fused("cross_entropy", x, operands, fused_options, xp=xp)
             if fast is not None:
                 return fast
         counted = labels != ignore_index
@@ -412,7 +418,7 @@ def cross_entropy(
         checks.broadcasts_into(fn, "labels", z, tuple(x.shape))
         if reduction != "none":
             operands = (None, z, w, mask)
-            fast = _fused("cross_entropy", x, operands, fused_options, recompute, xp=xp)
+            fast = _fused("cross_entropy", x, operands, fused_options, xp=xp)
             if fast is not None:
                 return fast
         counted = mask

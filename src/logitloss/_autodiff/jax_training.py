@@ -15,9 +15,8 @@ Derivatives:
   callback), forward mode (``jax.jvp``, ``jacfwd``) uses it as it is.
 - The tangents of the differentiable operands (probability labels, class weights,
   ``pos_weight``, element weights), computed only where they are perturbed (symbolic zeros),
-  are those of the composition of the exact ``jax_rules`` that ``_api.training`` builds
-  (written again here, a layer below it): ``jax.grad`` with respect to the logits alone never
-  evaluates it.
+  are those of the composed path (``_api.training.composed``, the exact ``jax_rules`` pieces,
+  handed in by the caller): ``jax.grad`` with respect to the logits alone never evaluates it.
 - ``(value, grad)`` is itself a ``custom_jvp`` whose rule is the composed path's, so second
   derivatives (``jax.hessian``) are the composed path's exact ones.
 
@@ -43,28 +42,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core import arrays, reductions, route
+from .._core import arrays, route
 from .._core.arrays import Array
 from .._losses import training as fused
-from .._losses.logistic.formula import LOGISTIC
-from .._losses.softmax.formula import SOFTMAX, SPARSE_SOFTMAX
-from . import jax_rules
 
 #: Fewer logits than this take the composed XLA path: there a callback's fixed cost (about
 #: 70 microseconds per call on CPU) is more than XLA's whole computation.
 CALLBACK_MIN = 256
 
 
-def reduced(loss: str, x: Array, operands: tuple, options: dict[str, Any]) -> Array | None:
+def reduced(
+    loss: str,
+    x: Array,
+    operands: tuple,
+    options: dict[str, Any],
+    composed: Callable[..., Array],
+) -> Array | None:
     """The fused path's entry for JAX arrays (``_api.training._fused``): the reduced loss by
     the kernel, differentiable in ``x`` and the operands, or None where not taken (the composed
     path computes the call). ``loss``, ``operands`` and ``options`` are those of
-    ``_losses.training.reduced``, validated (index labels raw: ``ignore_index`` included)."""
+    ``_losses.training.reduced``, validated (index labels raw: ``ignore_index`` included);
+    ``composed(loss, x, *operands, **options)`` is the same loss on the composed path, for the
+    derivatives the kernel does not give."""
     if not _takes(x):
         return None
     if loss == "cross_entropy":
         _check_labels(x, operands, options)
-    return _rule(loss, tuple(sorted(options.items())))(x, *operands)
+    return _rule(loss, tuple(sorted(options.items())), composed)(x, *operands)
 
 
 def _takes(x: Array) -> bool:
@@ -96,10 +100,7 @@ def _check_labels(x: Array, operands: tuple, options: dict[str, Any]) -> None:
     values = values[counted]
     classes = x.shape[options["axis"]]
     if values.size and (values.min() < 0 or values.max() >= classes):
-        raise ValueError(
-            f"cross_entropy: `labels` must lie in [0, {classes}) (the number of classes); "
-            f"got values from {int(values.min())} to {int(values.max())}"
-        )
+        raise ValueError(fused.label_error(values, classes))
 
 
 def _kernel(loss: str, options: dict[str, Any], x: Any, *operands: Any) -> tuple:
@@ -114,77 +115,19 @@ def _kernel(loss: str, options: dict[str, Any], x: Any, *operands: Any) -> tuple
     return np.asarray(value, x.dtype), grad
 
 
-def _composed(loss: str, options: dict[str, Any], x: Array, *operands: Array | None) -> Array:
-    """The same loss composed of the exact ``jax_rules`` (as ``_api.training`` composes it),
-    for the derivatives the kernel does not give: the operands' tangents and second order."""
-    if loss == "cross_entropy":
-        return _cross_entropy(x, *operands, **options)
-    z, q, w = operands
-    wx, wz, wq, ww = arrays.widen(jnp, x, z, q, w)
-    if options["smoothing"]:
-        wz = wz * (1 - options["smoothing"]) + options["smoothing"] / 2
-    elements = jax_rules.loss(LOGISTIC, wx, (wz, wq), {})
-    elements = elements if ww is None else _times(ww, elements)
-    return reductions.reduce(elements, ww, options["reduction"], dtype=x.dtype, xp=jnp)
-
-
-def _cross_entropy(
-    x: Array, labels: Array | None, z: Array | None, w: Array | None, mask: Array | None, *,
-    axis: int, ignore_index: int, smoothing: float, z_scale: float, reduction: str,
-) -> Array:  # fmt: skip
-    """``_api.training.cross_entropy``'s composition, classes moved last: per row, the sparse
-    loss times ``r = w_y`` plus the smoothing term (index labels) or the soft loss with labels
-    ``w ((1 - eps) z + eps / C)`` (``r = sum_c w_c z_c``), plus ``z_scale r lse^2``."""
-    wx, wz, ww = arrays.widen(jnp, x, z, w)
-    wx = jnp.moveaxis(wx, axis, -1)
-    classes = wx.shape[-1]
-    spread = jnp.ones((classes,), wx.dtype) if ww is None else ww
-    if labels is not None:
-        counted = labels != ignore_index
-        counted = counted if mask is None else counted & mask
-        labels = jnp.where(counted, labels, 0)
-        r = None if ww is None else jnp.take(ww, labels)
-        rows = jax_rules.loss(SPARSE_SOFTMAX, wx, (labels,), {})
-        rows = rows if r is None else _times(r, rows)
-        if smoothing:
-            soft = jax_rules.loss(SOFTMAX, wx, (jnp.broadcast_to(spread, wx.shape),), {"axis": -1})
-            rows = (1 - smoothing) * rows + (smoothing / classes) * soft
-    else:
-        counted = mask
-        wz = jnp.moveaxis(jnp.broadcast_to(wz, x.shape), axis, -1)
-        r = None if ww is None else jnp.sum(wz * ww, axis=-1)
-        t = (1 - smoothing) * wz + smoothing / classes if smoothing else wz
-        rows = jax_rules.loss(SOFTMAX, wx, (t * spread,), {"axis": -1})
-    if z_scale:
-        # lse = m + log(1 + T): the sparse loss of the first maximum's class, plus m.
-        top = jnp.argmax(wx, axis=-1)
-        m = jnp.take_along_axis(wx, top[..., None], axis=-1)[..., 0]
-        lse = jax_rules.loss(SPARSE_SOFTMAX, wx, (top,), {}) + m
-        term = z_scale * (lse * lse)
-        rows = rows + (term if r is None else _times(r, term))
-    if counted is not None:
-        zero = jnp.zeros((), rows.dtype)
-        rows = jnp.where(counted, rows, zero)
-        r = counted.astype(rows.dtype) if r is None else jnp.where(counted, r, zero)
-    return reductions.reduce(rows, r, reduction, dtype=x.dtype, xp=jnp)
-
-
-def _times(weight: Array, loss: Array) -> Array:
-    """``weight * loss``, where a zero weight drops an infinite loss (``0 * inf`` is NaN)."""
-    return weight * jnp.where((weight == 0) & jnp.isinf(loss), jnp.zeros((), loss.dtype), loss)
-
-
 def _perturbed(tangent: Any) -> bool:
     return not isinstance(tangent, jax.custom_derivatives.SymbolicZero)
 
 
 @functools.cache
-def _rule(loss: str, items: tuple[tuple[str, Any], ...]) -> Callable[..., Array]:
+def _rule(
+    loss: str, items: tuple[tuple[str, Any], ...], composed_loss: Callable[..., Array]
+) -> Callable[..., Array]:
     """The reduced ``loss`` with these options as a ``jax.custom_jvp`` of
     ``(x, *operands)``."""
     options = dict(items)
     kernel = functools.partial(_kernel, loss, options)
-    composed = functools.partial(_composed, loss, options)
+    composed = functools.partial(composed_loss, loss, **options)
 
     @jax.custom_jvp
     def pair(x: Array, *operands: Array | None) -> tuple[Array, Array]:

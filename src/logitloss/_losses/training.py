@@ -104,7 +104,10 @@ def cross_entropy(
         mean=reduction == "mean", denominator=denominator, grad=grad,
     )  # fmt: skip
     if bad >= 0:
-        raise ValueError(_label_error("cross_entropy", ln, mn, has_mask, ignore_index, cols))
+        counted = ln != ignore_index
+        if has_mask:
+            counted &= mn
+        raise ValueError(label_error(ln[counted], cols))
     total = float(loss.sum())
     value = reductions.counted_mean(total, denominator) if reduction == "mean" else total
     g = grad.reshape(moved.shape)
@@ -143,18 +146,12 @@ def _probability_denominator(
     return float(np.sum(row_weight))
 
 
-def _label_error(
-    fn: str, labels: np.ndarray, mask: np.ndarray, masked: bool, ignore_index: int, cols: int
-) -> str:
-    """``checks.labels_in_range``'s message, for the counted labels."""
-    counted = labels != ignore_index
-    if masked:
-        counted &= mask
-    values = labels[counted]
-    low, high = int(values.min()), int(values.max())
+def label_error(counted: np.ndarray, cols: int) -> str:
+    """The message for counted index labels (``counted``, non-empty) of which one is not a
+    class: ``checks.labels_in_range``'s words."""
     return (
-        f"{fn}: `labels` must lie in [0, {cols}) (the number of classes); "
-        f"got values from {low} to {high}"
+        f"cross_entropy: `labels` must lie in [0, {cols}) (the number of classes); "
+        f"got values from {int(counted.min())} to {int(counted.max())}"
     )
 
 
@@ -186,4 +183,11 @@ def binary_cross_entropy(
     return Reduced(value, route.like(grad, x))
 
 
-__all__ = ["Reduced", "applies", "binary_cross_entropy", "cross_entropy", "reduced"]
+__all__ = [
+    "Reduced",
+    "applies",
+    "binary_cross_entropy",
+    "cross_entropy",
+    "label_error",
+    "reduced",
+]
