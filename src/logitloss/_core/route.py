@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from . import arrays
 from .arrays import Array
 
 # Below this many logits the reference path is used: it is as fast as a kernel call there
@@ -121,20 +122,14 @@ def _is_cpu_tensor(x: Array) -> bool:
 
 
 def applies(x: Array) -> bool:
-    """Whether the kernels take a call on logits ``x`` (validated; other operands alike)."""
-    if _FORCE_REFERENCE.get():
+    """Whether the kernels take a call on logits ``x`` (validated; other operands alike):
+    :func:`kernels_take`, and at least :data:`KERNEL_MIN` logits (any size for NumPy arrays
+    inside :func:`kernel_path`)."""
+    if not kernels_take(x):
         return False
     if _is_numpy(x):
-        if x.size < KERNEL_MIN and not _FORCE_KERNEL.get():
-            return False
-    else:
-        import array_api_compat
-
-        if not array_api_compat.is_torch_array(x) or x.numel() < KERNEL_MIN:
-            return False
-        if not _is_cpu_tensor(x):
-            return False
-    return _numba_installed()
+        return x.size >= KERNEL_MIN or _FORCE_KERNEL.get()
+    return x.numel() >= KERNEL_MIN
 
 
 def kernels_take(x: Array) -> bool:
@@ -143,12 +138,27 @@ def kernels_take(x: Array) -> bool:
     losses' fused path, whose one call replaces many small ones)."""
     if _FORCE_REFERENCE.get():
         return False
-    if not _is_numpy(x):
-        import array_api_compat
-
-        if not (array_api_compat.is_torch_array(x) and _is_cpu_tensor(x)):
-            return False
+    if not (_is_numpy(x) or (arrays.is_torch_tensor(x) and _is_cpu_tensor(x))):
+        return False
     return _numba_installed()
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype, like: Array) -> np.ndarray:
+    """A new NumPy array for a kernel's result, from torch's allocator when ``like`` is a torch
+    tensor (a NumPy view of a new tensor, which :func:`like` turns back into one).
+
+    Why: NumPy asks Linux for transparent huge pages on arrays of 4 MiB and more (``madvise``);
+    where the kernel must compact memory to find them (``defrag`` set to ``madvise``, the usual
+    default), the first touch of such an array stalled for 0.7 to 3 s now and then on the
+    benchmark machine (a 131 MB gradient: 23 ms otherwise). Torch's allocator does not ask.
+    """
+    if _is_numpy(like):
+        return np.empty(shape, dtype)
+    import torch
+
+    narrow = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+    torch_dtype = torch.bfloat16 if dtype.kind == "V" else narrow[dtype.name]
+    return to_numpy(torch.empty(shape, dtype=torch_dtype))
 
 
 def to_numpy(a: Array | None) -> np.ndarray | None:

@@ -2,11 +2,12 @@
 ``binary_cross_entropy_with_logits``' reduced loss and the logits' gradient, already divided by
 the mean's denominator, in one pass (NumPy arrays and PyTorch CPU tensors, any size).
 
-``_api.training`` calls these for a reduced loss whose caller wants the gradient too (the torch
-modules' autograd, ``value_and_grad``) and, past ``route.KERNEL_MIN``, for the value alone; the
-torch adapter's backward then only scales the saved gradient by its upstream. The options mean
-what ``_api.training`` documents; the per-row and per-element formulas are the families' kernels
-(``softmax/reduced.py``, ``logistic/kernel.py``).
+``_api.training`` calls these for a reduced loss whose caller wants the gradient with it: the
+torch adapter (``_autodiff.torch_training``, whose backward only scales the saved gradient by its
+upstream), the JAX one (``_autodiff.jax_training``, through a callback) and the
+``*_value_and_grad`` functions. A value alone takes the composed path, which writes no gradient.
+The options mean what ``_api.training`` documents; the per-row and per-element formulas are the
+families' kernels (``softmax/reduced.py``, ``logistic/kernel.py``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def cross_entropy(
     ``[0, C)`` is a ValueError naming ``cross_entropy``."""
     reduced = _kernels("softmax")
     xn = route.to_numpy(x)
-    work = xn if xn.dtype.itemsize > 2 else xn.astype(np.float32)
+    work = xn if xn.dtype.itemsize > 2 else _copy(xn, np.dtype(np.float32), x)
     cols = work.shape[axis]
     last = axis % work.ndim == work.ndim - 1
     moved = work if last else np.moveaxis(work, axis, -1)
@@ -97,7 +98,7 @@ def cross_entropy(
     else:
         ln = _index_labels(route.to_numpy(labels))
         zn = flat[:0]
-    grad = np.empty(flat.shape, work.dtype)
+    grad = route.empty(flat.shape, work.dtype, x)
     loss, denominator, bad = reduced.run(
         flat, ln, zn, wn, mn, has_w=has_w, has_mask=has_mask, soft=soft,
         ignore_index=ignore_index, smoothing=smoothing, z_scale=z_scale,
@@ -114,8 +115,15 @@ def cross_entropy(
     if not last:
         g = np.moveaxis(g, -1, axis)
     if g.dtype != xn.dtype:
-        g = g.astype(xn.dtype)
+        g = _copy(g, xn.dtype, x)
     return Reduced(value, route.like(g, x))
+
+
+def _copy(a: np.ndarray, dtype: np.dtype, like: Array) -> np.ndarray:
+    """``a`` converted to ``dtype`` (rounded once), in memory from ``route.empty``."""
+    out = route.empty(a.shape, dtype, like)
+    out[...] = a
+    return out
 
 
 # Stand-ins for the absent operands (the kernels take arrays of a fixed type), never written.
@@ -178,7 +186,8 @@ def binary_cross_entropy(
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator else 0.0
-    total, grad = kernel.logistic_loss_sum_and_grad(xn, zn, qn, wn, smoothing, grad_scale)
+    out = route.empty(xn.shape, xn.dtype, x)
+    total, grad = kernel.logistic_loss_sum_and_grad(xn, zn, qn, wn, smoothing, grad_scale, out)
     value = reductions.counted_mean(total, denominator) if reduction == "mean" else total
     return Reduced(value, route.like(grad, x))
 

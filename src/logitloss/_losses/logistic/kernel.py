@@ -578,15 +578,17 @@ def logistic_loss_sum_and_grad(
     weight: Any = None,
     smoothing: float = 0.0,
     scale: float = 1.0,
+    out: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """``(sum of weight * loss, scale * weight * d loss / d x)`` in one pass: the training
     loss's value (as :func:`logistic_loss_sum`, labels smoothed toward 1/2 in float64) and its
     logits' gradient already scaled (``scale``: the mean's ``1 / sum of weights``), rounded
-    once to ``x``'s dtype (in ``x``'s memory order)."""
+    once to ``x``'s dtype, into ``out`` if given (``x``'s dtype and shape), else a new array
+    in ``x``'s memory order."""
     fn = "logistic_loss_sum_and_grad"
-    x, z, q, _, _ = drivers.arguments(fn, x, z, q, None, None)
+    x, z, q, _, out = drivers.arguments(fn, x, z, q, None, out)
     w = drivers.operand(fn, "weight", 1.0 if weight is None else weight, x, elementwise=False)
-    grad, total = _sum_and_grad(x, {"z": z, "q": q, "w": w}, {"grad": None},
+    grad, total = _sum_and_grad(x, {"z": z, "q": q, "w": w}, {"grad": out},
                                 smoothing=smoothing, scale=scale)  # fmt: skip
     return total, grad
 
@@ -601,7 +603,7 @@ def _sum_and_grad(
     scale: float,
 ) -> tuple[Any, ...]:
     """:func:`logistic_loss_sum_and_grad` once its operands are checked: ``(grad, total)``."""
-    grad = np.empty_like(x)
+    grad = outs["grad"] if outs["grad"] is not None else np.empty_like(x)
     if not x.size:
         return grad, 0.0
     a, b = 1.0 - smoothing, smoothing / 2
