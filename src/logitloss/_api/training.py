@@ -22,7 +22,7 @@ from .._losses import training as fused
 from .._losses.softmax import formula as softmax_formula
 from . import dispatch
 
-#: Set by ``value_and_grad``: a list that receives the logits' gradient of the one call it makes.
+#: Set by the ``*_value_and_grad`` functions: a list that receives the logits' gradient.
 GRADIENT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "logitloss_gradient", default=None
 )
