@@ -260,17 +260,19 @@ def test_second_derivatives_and_second_backward() -> None:
     torch.testing.assert_close(x.grad, 2 * first)
 
 
+@pytest.mark.parametrize("size", ["small", "parallel"])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_autocast_and_narrow_logits(dtype: str) -> None:
+def test_autocast_and_narrow_logits(dtype: str, size: str) -> None:
     """Under ``torch.autocast`` the losses return float32, as torch's own; narrow logits outside
     autocast keep their dtype, the gradient too, equal to the reference's."""
     from logitloss.torch import BCEWithLogitsLoss, CrossEntropyLoss
 
     narrow = getattr(torch, dtype)
     rng = np.random.default_rng(6)
-    x = torch.from_numpy(rng.standard_normal((16, 10)).astype(np.float32)).to(narrow)
-    y = torch.from_numpy(rng.integers(0, 10, 16))
-    z = torch.rand(16, 10)
+    rows, classes = SIZES[size]
+    x = torch.from_numpy(rng.standard_normal((rows, classes)).astype(np.float32)).to(narrow)
+    y = torch.from_numpy(rng.integers(0, classes, rows))
+    z = torch.rand(rows, classes)
     pairs = (
         (CrossEntropyLoss, torch.nn.CrossEntropyLoss, y),
         (BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss, z),

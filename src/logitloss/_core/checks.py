@@ -217,4 +217,10 @@ def labels_in_range(
     ns, values = (np, np.asarray(labels)) if arrays.is_jax_array(labels) else (xp, labels)
     low, high = int(ns.min(values)), int(ns.max(values))
     if low < 0 or high >= num_classes:
-        raise ValueError(f"{fn}: `labels` must lie in {where}; got values from {low} to {high}")
+        raise ValueError(labels_range_message(fn, num_classes, low, high))
+
+
+def labels_range_message(fn: str, num_classes: int, low: int, high: int) -> str:
+    """The message for index labels from ``low`` to ``high`` of which one is not a class."""
+    where = f"[0, {num_classes}) (the number of classes)"
+    return f"{fn}: `labels` must lie in {where}; got values from {low} to {high}"

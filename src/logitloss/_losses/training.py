@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._core import reductions, route
+from .._core import checks, reductions, route
 from .._core.arrays import Array
 
 
@@ -96,7 +96,7 @@ def cross_entropy(
         ln = _EMPTY_INT64
         denominator = _probability_denominator(zn, wn if has_w else None, mn if has_mask else None)
     else:
-        ln = _index_labels(route.to_numpy(labels))
+        ln = reduced.int64_labels(route.to_numpy(labels).reshape(-1))
         zn = flat[:0]
     grad = route.empty(flat.shape, work.dtype, x)
     loss, denominator, bad = reduced.run(
@@ -132,15 +132,6 @@ _EMPTY_BOOL = np.empty(0, np.bool_)
 _EMPTY_INT64 = np.empty(0, np.int64)
 
 
-def _index_labels(labels: np.ndarray) -> np.ndarray:
-    """Integer labels as a flat int64 array (a uint64 beyond int64 stays out of range)."""
-    flat = labels.reshape(-1)
-    wide = flat.astype(np.int64, copy=False)
-    if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
-        wide = np.where(flat > np.iinfo(np.int64).max, -1, wide)
-    return wide
-
-
 def _probability_denominator(
     z: np.ndarray, w: np.ndarray | None, counted: np.ndarray | None
 ) -> float:
@@ -156,10 +147,9 @@ def _probability_denominator(
 
 def label_error(counted: np.ndarray, cols: int) -> str:
     """The message for counted index labels (``counted``, non-empty) of which one is not a
-    class: ``checks.labels_in_range``'s words."""
-    return (
-        f"cross_entropy: `labels` must lie in [0, {cols}) (the number of classes); "
-        f"got values from {int(counted.min())} to {int(counted.max())}"
+    class: ``checks.labels_in_range``'s."""
+    return checks.labels_range_message(
+        "cross_entropy", cols, int(counted.min()), int(counted.max())
     )
 
 

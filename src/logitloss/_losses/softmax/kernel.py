@@ -404,6 +404,7 @@ def sparse_grad(
 # --- Entry points: operands checked, laid out as rows, launched ------------------------------
 
 __all__ = [
+    "int64_labels",
     "softmax_grad_logits",
     "softmax_loss",
     "softmax_loss_and_grad",
@@ -555,9 +556,14 @@ def _integer_labels(fn: str, labels: Any, x: np.ndarray) -> np.ndarray:
         )
     if a.shape != x.shape[:-1]:
         raise ValueError(f"{fn}: labels must have shape {x.shape[:-1]}, got {a.shape}")
+    return int64_labels(a)
+
+
+def int64_labels(a: np.ndarray) -> np.ndarray:
+    """Integer labels as int64 (a copy only where needed); a uint64 label beyond int64 is out of
+    range anyway, and stays so (-1, not wrapped to a class)."""
     wide = a.astype(np.int64, copy=False)
     if a.dtype == np.uint64:
-        # Beyond int64 a label is out of range anyway: keep it so (not wrapped to a class).
         wide = wide.copy()
         wide[a > np.iinfo(np.int64).max] = -1
     return wide

@@ -33,6 +33,7 @@ from ..._kernels.vector_math import is_float64
 from .kernel import (
     exp_diff,
     fill_nan,
+    int64_labels,
     no_limit,
     row_max,
     soft_grad_row,
@@ -230,3 +231,7 @@ def run(
     args = (x, labels, z, *options, grad_scale, loss, grad, blocks)
     runtime.call(_rows_parallel, key, args)
     return loss, denominator, -1
+
+
+# int64_labels: the labels as the kernels read them, for the host side (``_losses.training``).
+__all__ = ["index_denominator", "int64_labels", "run"]
