@@ -22,6 +22,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from logitloss._tools.bench import timing
+
 FIRST_CALLS = """
 import time
 t0 = time.perf_counter()
@@ -70,18 +72,6 @@ def _rounds(code: str, rounds: int, suffix: str = "") -> dict[str, float]:
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
-def _simd() -> str:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
@@ -99,8 +89,8 @@ def main() -> None:
 
     env = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu(),
-        "simd": _simd(),
+        "cpu": timing.cpu_name(),
+        "simd": timing.simd(),
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "numba": numba.__version__,

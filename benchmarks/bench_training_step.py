@@ -472,7 +472,7 @@ def environment() -> dict[str, str]:
     except ImportError:
         pass
     env = timing.environment()
-    env["simd"] = report.simd()
+    env["simd"] = timing.simd()
     env.update(threads)
     return env
 

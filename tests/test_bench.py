@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from logitloss import cli
-from logitloss._tools.bench import report, workloads
+from logitloss._tools.bench import report, timing, workloads
 
 
 def _read_csv(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -52,16 +54,58 @@ def test_a_missing_output_directory_fails_before_timing(
 def test_markdown_marks_missed_goals() -> None:
     w = workloads.Workload("sigmoid", (4, 4), "float32", "loss")
     fast = {"limit": 1.0, "logitloss": 1.2, "torch": 6.0, "jax": 4.0}
-    slow = {"limit": 1.0, "logitloss": 2.0, "torch": 5.0}
+    slow = {"limit": 1.0, "logitloss": 2.0, "torch": 3.0}
     rows = report.rows_for(w, fast, True)
     line = report.markdown(rows, {w.name: 1.5}).splitlines()[2]
-    assert line == "| sigmoid 4x4 float32 loss | 1.20x | 1.5x | 5.0x | 3.3x | - | 3.3x |"
+    assert line == "| sigmoid 4x4 float32 loss | 1.20x | 1.5x | - | 5.0x | 3.3x | - | 3.3x |"
     rows = report.rows_for(w, slow, False)
     line = report.markdown(rows, {w.name: 1.5}).splitlines()[2]
-    assert (
-        line
-        == "| sigmoid 4x4 float32 loss | 2.00x (missed) | 1.5x | 2.5x | - | - | 2.5x (missed) |"
+    assert line == (
+        "| sigmoid 4x4 float32 loss | 2.00x (missed) | 1.5x | - | 1.5x | - | - | 1.5x (missed) |"
     )
+
+
+def test_markdown_holds_loss_and_grad_to_the_loss_alone() -> None:
+    loss = workloads.Workload("softmax", (4, 4), "float32", "loss")
+    both = workloads.Workload("softmax", (4, 4), "float32", "loss+grad")
+    assert (loss.goal, both.goal) == (2.0, workloads.GRAD_GOAL)
+    for grad_seconds, cell in ((2.9, "1.45x"), (3.1, "1.55x (missed)")):
+        rows = report.rows_for(loss, {"limit": 1.0, "logitloss": 2.0}, True)
+        rows += report.rows_for(
+            both, {"limit": 1.0, "logitloss": 4.0, "logitloss-torch": grad_seconds}, True
+        )
+        lines = report.markdown(rows, {loss.name: loss.goal, both.name: both.goal}).splitlines()
+        assert lines[2].startswith("| softmax 4x4 float32 loss | 2.00x | 2.0x | - |")
+        assert lines[3].startswith(
+            f"| softmax 4x4 float32 loss+grad (torch .backward) | {grad_seconds:.2f}x "
+            f"| 1.5x the loss | {cell} |"
+        )
+
+
+def test_one_thread_run_records_the_machine(tmp_path: Path) -> None:
+    """``--threads 1`` holds the process (a fresh one: pools start once) to one core, and the
+    CSV says so, with the CPU's vector width."""
+    out = tmp_path / "bench.csv"
+    code = (
+        "import sys, os; from logitloss import cli; "
+        "status = cli.main(['bench', '--quick', '--no-peers', '--repeats', '1', '--loss', "
+        f"'sigmoid', '--dtype', 'float32', '--direction', 'loss', '--threads', '1', "
+        f"'--csv', {str(out)!r}]); "
+        "print(len(os.sched_getaffinity(0))); sys.exit(status)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "1"
+    env, _ = _read_csv(out)
+    assert env["threads"] == "1"
+    assert env["simd"] == timing.simd()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_threads_must_be_positive(value: str, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["bench", "--no-peers", "--threads", value]) == 2
+    err = capsys.readouterr().err
+    assert "--threads" in err and repr(value) in err
 
 
 def test_workloads_are_the_issues() -> None:

@@ -64,7 +64,7 @@ def test_quick_run_writes_the_csv_and_the_pairs_agree(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     env, rows = bench.read_csv(path)
     assert {"date", "cpu", "simd", "cores", "torch_threads", "numba_threads", "command"} <= set(env)
-    assert env["simd"] in ("AVX-512", "AVX2") or env["simd"] == bench.report.simd()
+    assert env["simd"] in ("AVX-512", "AVX2") or env["simd"] == bench.timing.simd()
     assert list(rows[0]) == list(bench.FIELDS)
     # 2 losses x 2 option sets x 2 dtypes on torch, x 2 impls; NumPy: 2 x 2 x 2
     assert len(rows) == 16 + 8

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import report, timing, workloads
+from . import report, threads, timing, workloads
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,14 +34,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", action="append", choices=["float32", "float64"])
     parser.add_argument("--direction", action="append", choices=["loss", "loss+grad"])
     parser.add_argument("--no-peers", action="store_true", help="skip PyTorch, JAX, TensorFlow")
+    parser.add_argument("--threads", type=_positive,
+                        help="cores for every library in the run (default: all)")  # fmt: skip
     parser.add_argument("--csv", type=Path, help="write the results (long format) here")
     parser.add_argument("--markdown", type=Path, help="write the ratio table here")
     parser.add_argument("--plot", type=Path, help="write a PNG chart here (needs matplotlib)")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from ..files import check_output, require
 
+    if args.threads is not None:  # before any library starts its thread pool
+        threads.limit(args.threads)
     if args.plot is not None:  # before minutes of timing, not after
         require("matplotlib", "--plot")
     for path, suffix in ((args.csv, ".csv"), (args.markdown, ".md"), (args.plot, ".png")):
@@ -86,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
         header = "".join(f"<!-- {k}: {v} -->\n" for k, v in env.items())
         report.write_atomically(args.markdown, lambda f: f.write((header + table).encode()))
     if args.plot:
-        title = f"logitloss bench, {env['cpu']}, {env['cores']} cores, {env['date'][:10]}"
+        title = (
+            f"logitloss bench, {env['cpu']} ({env['simd']}), {env['threads']} of "
+            f"{env['cores']} cores, {env['date'][:10]}"
+        )
         report.plot(rows, args.plot, title)
     return 0
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import threads
+
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 ROUNDS = {"quiet": 0, "discarded": 0}
 
@@ -87,8 +89,10 @@ def environment() -> dict[str, str]:
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
+        "simd": simd(),
         "cores": str(os.cpu_count()),
+        "threads": str(threads.in_use()),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
@@ -112,7 +116,7 @@ def environment() -> dict[str, str]:
     return env
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -120,3 +124,16 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def simd() -> str:
+    """The widest vector extension the CPU reports: ``AVX-512``, ``AVX2``, ``NEON`` (ARM's
+    ``asimd``), else the machine's architecture."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimd", "NEON")):
+        if flag in flags:
+            return name
+    return platform.machine()

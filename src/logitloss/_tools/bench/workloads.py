@@ -27,9 +27,14 @@ import numpy as np
 from ..._api import registry
 from ..._api.registry import INDICES, Loss
 from .. import peers
+from . import threads
 
 Impl = Callable[[], object]
 PER_CLASS = "-per-class"  # the workload of a loss with pos_weight given one per class
+#: loss+grad's goal: at most this multiple of the loss alone.
+GRAD_GOAL = 1.5
+#: The fastest peer's goal: at least this many times slower than logitloss.
+PEER_GOAL = 2.0
 
 
 def variants(loss: Loss) -> tuple[str, ...]:
@@ -54,8 +59,12 @@ class Workload:
 
     @property
     def goal(self) -> float:
-        """The issue's goal for logitloss, as a multiple of the memory limit."""
-        return 1.5 if self.direction == "loss" else 2.0
+        """The goal for logitloss: for a loss, a multiple of the memory limit (1.5x elementwise,
+        2x for a loss over a class axis, whose limit is a row sum); for loss+grad, a multiple
+        of the loss alone (:data:`GRAD_GOAL`)."""
+        if self.direction != "loss":
+            return GRAD_GOAL
+        return 2.0 if self.spec.class_axis else 1.5
 
     @property
     def spec(self) -> Loss:
@@ -222,6 +231,7 @@ def peer_tensorflow(w: Workload, d: Data) -> Impl | None:
     tf = _optional("tensorflow")
     if tf is None or not peers.has(w.spec, "tensorflow"):
         return None
+    threads.configure_tensorflow(tf, threads.in_use())
     x, z = tf.constant(d.x), tf.constant(d.z)
     q = None if d.q is None else tf.constant(d.q, dtype=x.dtype)
 
