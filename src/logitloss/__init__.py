@@ -5,7 +5,7 @@ of the exact value (float16, bfloat16, float32) and with the true limits at infi
 NumPy, PyTorch, JAX, CuPy, Dask and array-api-strict arrays.
 """
 
-from ._api.focal import sigmoid_focal_loss
+from ._api.focal import sigmoid_focal_loss, softmax_focal_loss
 from ._api.gradients import (
     sigmoid_cross_entropy_with_logits_grad,
     softmax_cross_entropy_with_logits_grad,
@@ -40,6 +40,7 @@ __all__ = [
     "sigmoid_cross_entropy_with_logits",
     "sigmoid_cross_entropy_with_logits_grad",
     "sigmoid_focal_loss",
+    "softmax_focal_loss",
     "softmax_cross_entropy_with_logits",
     "softmax_cross_entropy_with_logits_grad",
     "sparse_softmax_cross_entropy_with_logits",
