@@ -21,10 +21,15 @@ demo: $(STAMP)
 accuracy: $(STAMP)
 	$(PY) benchmarks/accuracy.py
 
-# Every workload against the peers (about 10 minutes on 2 cores; run it on a quiet machine).
+# Every workload against the peers, on one core and on all of them (about 10 minutes each on 2
+# cores; run it on a quiet machine): results named by the CPU's vector width, README tables.
 bench: $(STAMP)
-	$(PY) -m logitloss bench --csv benchmarks/results/bench.csv \
-		--markdown benchmarks/results/bench.md --plot docs/bench.png
+	set -e; for threads in 1 $$(nproc); do \
+		name=$$($(PY) benchmarks/bench_readme.py --name-for-threads $$threads); \
+		$(PY) -m logitloss bench --threads $$threads --csv benchmarks/results/$$name.csv \
+			--markdown benchmarks/results/$$name.md --plot docs/$$name.png; \
+	done
+	$(PY) benchmarks/bench_readme.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

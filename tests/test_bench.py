@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +116,39 @@ def test_workloads_are_the_issues() -> None:
     assert "softmax 2048x32768 float64 loss+grad" in names
     assert "sparse 2048x32768 float32 loss" in names
     assert len(names) == 24
+
+
+def _bench_readme() -> Any:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_readme.py"
+    spec = importlib.util.spec_from_file_location("bench_readme", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_tables_one_per_vector_width_and_thread_count(tmp_path: Path) -> None:
+    script = _bench_readme()
+    assert script.result_name("AVX-512", 1) == "bench-avx-512-1-thread"
+    assert script.result_name("AVX2", 8) == "bench-avx2-8-threads"
+    runs = [("AVX2", 2, "Some AMD"), ("AVX-512", 2, "Some Xeon"), ("AVX-512", 1, "Some Xeon")]
+    for simd, threads, cpu in runs:
+        header = f"<!-- cpu: {cpu} -->\n<!-- simd: {simd} -->\n<!-- threads: {threads} -->\n"
+        table = f"| workload |\n|---|\n| {simd} on {threads} |\n"
+        (tmp_path / f"{script.result_name(simd, threads)}.md").write_text(header + table)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{script.BEGIN}\nold table\n{script.END}\nafter\n")
+    script.rewrite(readme, tmp_path)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n") and text.endswith(f"{script.END}\nafter\n")
+    assert "old table" not in text
+    headings = [line for line in text.splitlines() if line.startswith("#### ")]
+    assert [h.split(":")[0] for h in headings] == [
+        "#### AVX-512, 1 thread", "#### AVX-512, 2 threads", "#### AVX2, 2 threads"
+    ]  # fmt: skip
+    assert "Some Xeon" in headings[0] and "Some AMD" in headings[2]
+    for simd, threads, _ in runs:
+        assert f"| {simd} on {threads} |" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- bench:begin -->"):
+        script.rewrite(readme, tmp_path)
