@@ -24,6 +24,7 @@ from ._api.value_and_grad import (
     binary_cross_entropy_with_logits_value_and_grad,
     cross_entropy_value_and_grad,
 )
+from ._core.arrays import float32_internals
 from ._core.route import reference_path
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "binary_cross_entropy_with_logits_value_and_grad",
     "cross_entropy",
     "cross_entropy_value_and_grad",
+    "float32_internals",
     "linear_cross_entropy",
     "linear_cross_entropy_value_and_grad",
     "reference_path",

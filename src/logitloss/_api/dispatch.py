@@ -8,6 +8,9 @@
 - JAX arrays, tracers included: a ``jax.custom_jvp`` function whose JVP rule is the exact
   gradient (``_autodiff.jax_rules``). Always, since whether JAX will differentiate is not known
   when the function is called (``jax.grad`` traces it like any other call).
+- TensorFlow tensors, eager and symbolic (``tf.function``, XLA): a ``tf.custom_gradient``
+  function whose gradient is the exact one (``_autodiff.tf_rules``). Always, like JAX: a
+  ``GradientTape`` may be watching, which the call cannot see.
 - Everything else: ``_losses.compute``, the fused kernels (``_kernels``) for NumPy arrays and
   PyTorch CPU tensors of at least ``route.KERNEL_MIN`` elements with numba installed, else the
   array-API reference (``_losses.reference``), and always the reference inside
@@ -16,8 +19,8 @@
 Gradients as functions (:func:`grad`) need no adapter: ``compute.grad`` keeps off the kernels
 where torch differentiates the gradient itself (``create_graph=True``).
 
-The torch and JAX modules are imported only when their arrays arrive: ``import logitloss``
-imports neither library, and array-api-compat recognises their arrays without importing them.
+The torch, JAX and TensorFlow modules are imported only when their arrays arrive: ``import
+logitloss`` imports none of them, and their arrays are recognised without importing them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .._core import arrays
 from .._core.arrays import Array
 from .._losses import compute
 from .._losses.family import Family, Operands, Options
@@ -43,6 +47,10 @@ def _autodiff(x: Array, operands: Operands) -> ModuleType | None:
         from .._autodiff import jax_rules
 
         return jax_rules
+    if arrays.is_tf_tensor(x):
+        from .._autodiff import tf_rules
+
+        return tf_rules
     if array_api_compat.is_torch_array(x) and compute.needs_derivative(x, *operands):
         from .._autodiff import torch_rules
 
@@ -60,8 +68,24 @@ def loss(family: Family, x: Array, operands: Operands, options: Options, *, xp: 
     return compute.value(family, x, operands, options, xp=xp)
 
 
-# The gradient of ``sum(upstream * loss)`` with respect to ``wrt``, as a function: no adapter.
-grad = compute.grad
+def grad(
+    family: Family,
+    x: Array,
+    operands: Operands,
+    options: Options,
+    upstream: Array,
+    *,
+    wrt: str,
+    xp: Any,
+) -> Array:
+    """The gradient of ``sum(upstream * loss)`` with respect to ``wrt``, as a function: no
+    adapter (``compute.grad``), on the logits' device for TensorFlow tensors."""
+    if arrays.is_tf_tensor(x):
+        from .._autodiff import tf_rules
+
+        with tf_rules.on_device_of(x):
+            return compute.grad(family, x, operands, options, upstream, wrt=wrt, xp=xp)
+    return compute.grad(family, x, operands, options, upstream, wrt=wrt, xp=xp)
 
 
 def wide(family: Family, x: Array, operands: Operands, options: Options, *, xp: Any) -> Array:

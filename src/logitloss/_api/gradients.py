@@ -10,22 +10,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core import checks
+from .._core import arrays, checks
 from .._core.arrays import Array
 from .._losses.logistic.formula import LOGISTIC
 from .._losses.softmax.formula import SOFTMAX, SPARSE_SOFTMAX
 from . import dispatch
 
 
-def _upstream(fn: str, upstream: Any, loss_shape: tuple, x: Array, xp: Any) -> Array:
-    """``upstream`` cast to the logits' dtype and broadcast to the loss's shape (ones if None)."""
+def _upstream(fn: str, upstream: Any, x: Array, xp: Any, axis: int | None = None) -> Array:
+    """``upstream`` cast to the logits' dtype and broadcast to the loss's shape (the logits'
+    without ``axis``), ones if None."""
+    loss_shape = tuple(n for d, n in enumerate(x.shape) if d != axis)
+    target: Any = loss_shape
+    if None in loss_shape:
+        # A traced TF tensor of unknown dimensions: the loss's shape when the graph runs.
+        import tensorflow as tf
+
+        dynamic = tf.shape(x)
+        target = dynamic if axis is None else tf.concat([dynamic[:axis], dynamic[axis + 1 :]], 0)
     if upstream is None:
         # A broadcast 1, not an array of ones: nothing to allocate, fill or read per element.
         one = xp.ones((), dtype=x.dtype, device=checks.device_of(x))
-        return xp.broadcast_to(one, loss_shape)
+        return xp.broadcast_to(one, target)
     g = checks.float_labels(fn, "upstream", upstream, x, xp)
     checks.broadcasts_into(fn, "upstream", g, loss_shape, "the loss")
-    return xp.broadcast_to(g, loss_shape)
+    return xp.broadcast_to(g, target)
 
 
 def _check_wrt(fn: str, wrt: Any, allowed: tuple[str, ...]) -> str:
@@ -35,6 +44,7 @@ def _check_wrt(fn: str, wrt: Any, allowed: tuple[str, ...]) -> str:
     return wrt
 
 
+@arrays.opaque_to_autograph
 def sigmoid_cross_entropy_with_logits_grad(
     labels: Any, logits: Any, *, upstream: Any = None, wrt: str = "logits"
 ) -> Array:
@@ -77,10 +87,11 @@ def sigmoid_cross_entropy_with_logits_grad(
     x = checks.logits_array(fn, logits, xp, device)
     z = checks.float_labels(fn, "labels", labels, x, xp)
     checks.same_shape(fn, "labels", z, x)
-    g = _upstream(fn, upstream, tuple(x.shape), x, xp)
+    g = _upstream(fn, upstream, x, xp)
     return dispatch.grad(LOGISTIC, x, (z, None), {}, g, wrt=wrt, xp=xp)
 
 
+@arrays.opaque_to_autograph
 def weighted_cross_entropy_with_logits_grad(
     labels: Any, logits: Any, pos_weight: Any, *, upstream: Any = None, wrt: str = "logits"
 ) -> Array:
@@ -130,10 +141,11 @@ def weighted_cross_entropy_with_logits_grad(
     checks.same_shape(fn, "labels", z, x)
     q = checks.float_labels(fn, "pos_weight", pos_weight, x, xp)
     checks.broadcasts_into(fn, "pos_weight", q, tuple(x.shape))
-    g = _upstream(fn, upstream, tuple(x.shape), x, xp)
+    g = _upstream(fn, upstream, x, xp)
     return dispatch.grad(LOGISTIC, x, (z, q), {}, g, wrt=wrt, xp=xp)
 
 
+@arrays.opaque_to_autograph
 def softmax_cross_entropy_with_logits_grad(
     labels: Any, logits: Any, axis: int = -1, *, upstream: Any = None, wrt: str = "logits"
 ) -> Array:
@@ -177,11 +189,11 @@ def softmax_cross_entropy_with_logits_grad(
     axis = checks.class_axis(fn, axis, x)
     z = checks.float_labels(fn, "labels", labels, x, xp)
     checks.broadcasts_into(fn, "labels", z, tuple(x.shape))
-    loss_shape = tuple(n for d, n in enumerate(x.shape) if d != axis)
-    g = _upstream(fn, upstream, loss_shape, x, xp)
+    g = _upstream(fn, upstream, x, xp, axis)
     return dispatch.grad(SOFTMAX, x, (z,), {"axis": axis}, g, wrt=wrt, xp=xp)
 
 
+@arrays.opaque_to_autograph
 def sparse_softmax_cross_entropy_with_logits_grad(
     labels: Any, logits: Any, *, upstream: Any = None
 ) -> Array:
@@ -210,5 +222,5 @@ def sparse_softmax_cross_entropy_with_logits_grad(
     xp, device = checks.namespace_of(fn, labels=labels, logits=logits, upstream=upstream)
     x = checks.logits_array(fn, logits, xp, device)
     labels = checks.sparse_labels(fn, labels, x, xp)
-    g = _upstream(fn, upstream, tuple(x.shape[:-1]), x, xp)
+    g = _upstream(fn, upstream, x, xp, x.ndim - 1)
     return dispatch.grad(SPARSE_SOFTMAX, x, (labels,), {}, g, wrt="logits", xp=xp)

@@ -63,10 +63,12 @@ def validate(
     given = {"hidden": hidden, "weight": weight, "labels": labels, "bias": bias}
     xp, device = checks.namespace_of(fn, **given)
     is_torch = array_api_compat.is_torch_namespace(xp)
-    if not (is_torch or array_api_compat.is_numpy_namespace(xp)):
+    is_tf = any(arrays.is_tf_tensor(v) for v in given.values())
+    if not (is_torch or is_tf or array_api_compat.is_numpy_namespace(xp)):
         name, value = next((k, v) for k, v in given.items() if not checks.is_numpy_like(v))
         raise TypeError(
-            f"{fn}: supports NumPy arrays and torch tensors, `{name}` is a {checks.describe(value)}"
+            f"{fn}: supports NumPy arrays, torch tensors and TensorFlow tensors, `{name}` is a "
+            f"{checks.describe(value)}"
         )
     h = checks.float_array(fn, "hidden", hidden, xp, device)
     w = checks.float_array(fn, "weight", weight, xp, device)
@@ -106,6 +108,7 @@ def validate(
     return Inputs(h, w, y, b, is_torch), opts
 
 
+@arrays.opaque_to_autograph
 def linear_cross_entropy(
     hidden: Array,
     weight: Array,
@@ -139,8 +142,9 @@ def linear_cross_entropy(
     Parameters
     ----------
     hidden : array, shape (..., H)
-        Inputs of the output layer; float16, bfloat16, float32 or float64. NumPy array or
-        torch tensor (then differentiable: autograd gives gradients to ``hidden``, ``weight``
+        Inputs of the output layer; float16, bfloat16, float32 or float64. NumPy array, or
+        TensorFlow tensor (differentiable; the logits are formed at once there, not chunked),
+        or torch tensor (then differentiable: autograd gives gradients to ``hidden``, ``weight``
         and ``bias``).
     weight : array, shape (V, H)
         The output layer's weight (``torch.nn.Linear(H, V).weight``), ``hidden``'s dtype.
@@ -199,6 +203,8 @@ def linear_cross_entropy(
         from .._autodiff import torch_linear
 
         return torch_linear.linear_cross_entropy(a.hidden, a.weight, a.labels, a.bias, opts)
+    if arrays.is_tf_tensor(a.hidden):
+        return _tf_linear_cross_entropy(a, opts)
     loss, *_ = host.numpy_pass(
         a.hidden, a.weight, a.labels, a.bias, opts, grads=(False, False, False)
     )
@@ -250,10 +256,45 @@ def linear_cross_entropy_value_and_grad(
         from .._autodiff import torch_linear
 
         return torch_linear.value_and_grad(a.hidden, a.weight, a.labels, a.bias, opts, up)
+    if arrays.is_tf_tensor(a.hidden):
+        return _tf_value_and_grad(a, opts, up)
     loss, dh, dw, db = host.numpy_pass(
         a.hidden, a.weight, a.labels, a.bias, opts, grads=(True, True, True), upstream=up
     )
     return loss, (dh, dw, db)
+
+
+def _tf_linear_cross_entropy(a: Inputs, opts: Options) -> Array:
+    """TensorFlow: ``cross_entropy`` of the materialised logits (TF's matmul, the exact loss and
+    its exact gradient; ``tf.function(jit_compile=True)`` lets XLA fuse what follows the
+    matmul). Not chunked: ``chunk_size`` is accepted and has no effect here."""
+    import tensorflow as tf
+
+    from .training import cross_entropy
+
+    logits = tf.linalg.matmul(a.hidden, a.weight, transpose_b=True)
+    if a.bias is not None:
+        logits = logits + a.bias
+    return cross_entropy(
+        logits, a.labels, ignore_index=opts.ignore_index, label_smoothing=opts.label_smoothing,
+        z_loss=opts.z_loss, reduction=opts.reduction,
+    )  # fmt: skip
+
+
+def _tf_value_and_grad(
+    a: Inputs, opts: Options, up: Array | float | None
+) -> tuple[Array, tuple[Array, Array, Array | None]]:
+    """TensorFlow: the loss and the gradient of ``upstream * loss`` by a ``GradientTape``
+    (through the exact loss's custom gradient)."""
+    import tensorflow as tf
+
+    sources = [a.hidden, a.weight] + ([] if a.bias is None else [a.bias])
+    with tf.GradientTape() as tape:
+        tape.watch(sources)
+        loss = _tf_linear_cross_entropy(a, opts)
+    upstream = None if up is None else tf.cast(up, loss.dtype)
+    grads = tape.gradient(loss, sources, output_gradients=upstream)
+    return loss, (grads[0], grads[1], grads[2] if a.bias is not None else None)
 
 
 def _upstream(fn: str, upstream: Any, labels: Array, reduction: str) -> Array | float | None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core import checks
+from .._core import arrays, checks
 from .._core.arrays import Array
 from .._losses.logistic.formula import LOGISTIC
 from .._losses.softmax.formula import SOFTMAX, SPARSE_SOFTMAX
 from . import dispatch
 
 
+@arrays.opaque_to_autograph
 def sigmoid_cross_entropy_with_logits(
     labels: Any = None, logits: Any = None, name: str | None = None
 ) -> Array:
@@ -81,6 +82,7 @@ def sigmoid_cross_entropy_with_logits(
     return dispatch.loss(LOGISTIC, x, (z, None), {}, xp=xp)
 
 
+@arrays.opaque_to_autograph
 def weighted_cross_entropy_with_logits(
     labels: Any = None,
     logits: Any = None,
@@ -159,6 +161,7 @@ def weighted_cross_entropy_with_logits(
     return dispatch.loss(LOGISTIC, x, (z, q), {}, xp=xp)
 
 
+@arrays.opaque_to_autograph
 def softmax_cross_entropy_with_logits(
     labels: Any = None, logits: Any = None, axis: int = -1, name: str | None = None
 ) -> Array:
@@ -222,6 +225,7 @@ def softmax_cross_entropy_with_logits(
     return dispatch.loss(SOFTMAX, x, (z,), {"axis": axis}, xp=xp)
 
 
+@arrays.opaque_to_autograph
 def sparse_softmax_cross_entropy_with_logits(
     labels: Any = None, logits: Any = None, name: str | None = None
 ) -> Array:

@@ -139,6 +139,7 @@ def _counted(
     return loss, xp.where(counted, weight, zero)
 
 
+@arrays.opaque_to_autograph
 def binary_cross_entropy_with_logits(
     logits: Any,
     labels: Any,
@@ -268,6 +269,7 @@ def binary_cross_entropy_with_logits(
         return reductions.reduce(loss, denominator, reduction, dtype=x.dtype, xp=xp)
 
 
+@arrays.opaque_to_autograph
 def cross_entropy(
     logits: Any,
     labels: Any,
@@ -393,7 +395,7 @@ def cross_entropy(
     fused_options = {"axis": axis, "ignore_index": ignore_index, "smoothing": smoothing,
                      "z_scale": z_scale, "reduction": reduction}  # fmt: skip
     if arrays.is_integer_dtype(xp, labels.dtype):
-        if tuple(labels.shape) != rows:
+        if not checks.compatible(tuple(labels.shape), rows):
             raise ValueError(
                 f"{fn}: integer `labels` (class indices) must have the shape of `logits` "
                 f"without axis {axis}, {rows}; got {tuple(labels.shape)}"

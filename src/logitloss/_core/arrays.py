@@ -1,13 +1,18 @@
 """Array-library plumbing: which namespace, which dtypes, which device.
 
 Everything goes through the Python Array API standard (array-api-compat), so NumPy, PyTorch, JAX,
-CuPy, Dask and array-api-strict arrays all take the same path. No array library other than NumPy is
-imported here: array-api-compat recognises an array by its type without importing its library.
+CuPy, Dask and array-api-strict arrays all take the same path; TensorFlow tensors through
+``_core.tf_namespace``, a thin Array-API layer on ``tf.math`` (array-api-compat has none). No array
+library other than NumPy is imported here: an array is recognised by its type without importing
+its library (TensorFlow's tensors only once ``tensorflow`` is in ``sys.modules``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat
@@ -25,8 +30,40 @@ def is_torch_tensor(value: object) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
+def is_tf_tensor(value: object) -> bool:
+    """Whether ``value`` is a TensorFlow tensor: eager, symbolic (inside ``tf.function``) or a
+    ``tf.Variable`` (read as a tensor). Without importing TensorFlow: if it is not imported,
+    nothing is one."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return False
+    kinds = getattr(tf, "Tensor", None), getattr(tf, "Variable", None)
+    return kinds[0] is not None and isinstance(value, kinds)  # type: ignore[arg-type]
+
+
+def is_tf_symbolic(value: object) -> bool:
+    """A TensorFlow tensor whose values cannot be read now (traced in ``tf.function``, a graph)."""
+    if not is_tf_tensor(value):
+        return False
+    import tensorflow as tf
+
+    if isinstance(value, tf.Variable):
+        return not tf.executing_eagerly()
+    return not hasattr(value, "numpy") or not tf.executing_eagerly()
+
+
+def opaque_to_autograph(fn: Any) -> Any:
+    """Mark a public function so that TensorFlow's AutoGraph calls it as it is, rather than
+    converting its source (and every function it calls) when a ``tf.function`` calls it: the
+    package is plain Python over TF operations, and conversion only costs tracing time (and
+    warnings where it fails). The mark is AutoGraph's own for converted functions (what
+    ``tf.autograph.experimental.do_not_convert`` sets); nothing is imported."""
+    fn.autograph_info__ = frozenset()
+    return fn
+
+
 def is_array(value: object) -> bool:
-    return is_torch_tensor(value) or array_api_compat.is_array_api_obj(value)
+    return is_torch_tensor(value) or is_tf_tensor(value) or array_api_compat.is_array_api_obj(value)
 
 
 def is_numpy_array(value: object) -> bool:
@@ -45,6 +82,14 @@ _NUMPY_IS_STANDARD = hasattr(np, "astype") and hasattr(np, "__array_namespace_in
 
 
 def namespace(*arrays: Array) -> Any:
+    if any(is_tf_tensor(a) for a in arrays):
+        others = [a for a in arrays if a is not None and not is_tf_tensor(a)]
+        if others:
+            kinds = ", ".join(sorted({f"{type(a).__module__}.{type(a).__name__}" for a in others}))
+            raise TypeError(f"Multiple namespaces for array types: tensorflow and {kinds}")
+        from . import tf_namespace
+
+        return tf_namespace
     if all(is_torch_tensor(a) for a in arrays if a is not None) and any(
         a is not None for a in arrays
     ):
@@ -64,6 +109,9 @@ def _torch_namespace() -> Any:
 
 def device(x: Array) -> Any:
     if is_torch_tensor(x):
+        return x.device
+    if is_tf_tensor(x):
+        # A device string; empty for a symbolic tensor not yet placed.
         return x.device
     return array_api_compat.device(x)
 
@@ -124,13 +172,51 @@ def is_real_dtype(xp: Any, dtype: Any) -> bool:
         return False
 
 
+_FLOAT32_INTERNALS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "logitloss_float32_internals", default=False
+)
+
+
+@contextlib.contextmanager
+def float32_internals() -> Iterator[None]:
+    """Compute float16, bfloat16 and float32 losses with float32 internals in this block.
+
+    By default they are computed in float64 and rounded once (within 1 ULP). float64 is missing
+    on TPUs and with JAX without ``jax_enable_x64``, where float32 is used anyway, and slow on
+    most GPUs and under XLA on the CPU: this switch asks for float32 everywhere else too. The
+    same stable formulas run in float32; their measured bound is in the README ("TensorFlow":
+    a few ULP, more for results near the subnormal range). float64 logits stay float64, and
+    the CPU kernels (NumPy, PyTorch CPU tensors) keep their float64 internals, which cost them
+    nothing. A context variable: the calls of this thread (or asyncio task) only; inside
+    ``tf.function`` and ``jax.jit`` it applies to the calls traced in the block (a function
+    traced before keeps the precision it was traced with).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import logitloss
+    >>> with logitloss.float32_internals():
+    ...     loss = logitloss.sigmoid_cross_entropy_with_logits([1.0], np.float32([2.0]))
+    >>> loss
+    array([0.12692805], dtype=float32)
+    """
+    token = _FLOAT32_INTERNALS.set(True)
+    try:
+        yield
+    finally:
+        _FLOAT32_INTERNALS.reset(token)
+
+
 def compute_dtype(xp: Any, x: Array) -> Any:
     """float64 wherever the library offers it on ``x``'s device, else float32.
 
     Narrow dtypes (float16, bfloat16, float32) are computed in float64 and rounded once, which
-    keeps every loss within 1 ULP. JAX without ``jax_enable_x64`` (and devices without float64)
-    have no float64: there float32 is used and the bound is the float32 formulas' own.
+    keeps every loss within 1 ULP. JAX without ``jax_enable_x64`` (and devices without float64,
+    TPUs) have no float64: there float32 is used and the bound is the float32 formulas' own, as
+    inside :func:`float32_internals` for every dtype but float64.
     """
+    if _FLOAT32_INTERNALS.get() and dtype_name(x.dtype) != "float64":
+        return xp.float32
     try:
         floats = xp.__array_namespace_info__().dtypes(device=device(x), kind="real floating")
     except (AttributeError, TypeError, ValueError):
@@ -156,6 +242,8 @@ def is_tracer(x: Array) -> bool:
 
 def can_read_values(x: Array) -> bool:
     """Whether reading ``x``'s values now is cheap and possible (not lazy, not traced)."""
+    if is_tf_tensor(x):
+        return not is_tf_symbolic(x)
     if array_api_compat.is_dask_array(x):
         return False
     if array_api_compat.is_jax_array(x):
@@ -185,9 +273,18 @@ def fix_where(value: Array, mask: Array, fix: Any, args: tuple, *, xp: Any) -> A
     return xp.where(mask, fix(*args, xp=xp), value)
 
 
-def broadcast_shape(*operands: Array) -> tuple[int, ...]:
-    """The shape ``operands`` broadcast to."""
-    return tuple(np.broadcast_shapes(*(tuple(a.shape) for a in operands)))
+def broadcast_shape(*operands: Array) -> Any:
+    """The shape ``operands`` broadcast to: a tuple, or for TensorFlow tensors whose shapes are
+    not all known when traced (a ``None`` batch), the dynamic shape as a tensor."""
+    shapes = [tuple(a.shape) for a in operands]
+    if any(None in s for s in shapes) and any(is_tf_tensor(a) for a in operands):
+        import tensorflow as tf
+
+        result = tf.shape(operands[0])
+        for a in operands[1:]:
+            result = tf.broadcast_dynamic_shape(result, tf.shape(a))
+        return result
+    return tuple(np.broadcast_shapes(*shapes))
 
 
 def quiet() -> np.errstate:

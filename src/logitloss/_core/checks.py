@@ -26,7 +26,7 @@ def is_numpy_like(value: Any) -> bool:
     """NumPy arrays and array-likes (lists, scalars), which join the other arrays' library."""
     if isinstance(value, (np.ndarray, np.generic, float, int)):  # the common cases, at once
         return True
-    if arrays.is_torch_tensor(value):
+    if arrays.is_torch_tensor(value) or arrays.is_tf_tensor(value):
         return False
     return not arrays.is_array(value) or arrays.is_numpy_array(value)
 
@@ -78,11 +78,22 @@ def float_array(fn: str, arg: str, value: Any, xp: Any, device: Any) -> Array:
         value = _as_numpy(fn, arg, value)
         if device is not None and value.dtype.kind in "biuf":
             value = xp.asarray(value, device=device)
+    value = _read_variable(value)
     if arrays.float_name(xp, value.dtype) is None:
         raise TypeError(
             f"{fn}: `{arg}` must have a real floating dtype ({_FLOATS}), "
             f"got {arrays.dtype_name(value.dtype)}"
         )
+    return value
+
+
+def _read_variable(value: Any) -> Any:
+    """A ``tf.Variable`` as the tensor of its value (a read a GradientTape follows), so that the
+    rest of the package sees tensors; anything else as it is."""
+    if arrays.is_tf_tensor(value) and hasattr(value, "read_value"):
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(value)
     return value
 
 
@@ -95,7 +106,7 @@ def on_device(fn: str, arg: str, value: Array | None, device: Any) -> None:
 def in_namespace_of(fn: str, arg: str, value: Any, x: Array, xp: Any) -> Array:
     """``value`` as an array of ``x``'s library on ``x``'s device, keeping its kind of dtype."""
     if not is_numpy_like(value) or arrays.is_numpy_array(x):
-        return value if arrays.is_array(value) else _as_numpy(fn, arg, value)
+        return _read_variable(value) if arrays.is_array(value) else _as_numpy(fn, arg, value)
     value = _as_numpy(fn, arg, value)
     if value.dtype.kind == "f":
         # Straight to the logits' dtype: one rounding, and no float64 request on a library
@@ -117,8 +128,16 @@ def float_labels(fn: str, arg: str, value: Any, x: Array, xp: Any) -> Array:
     return xp.astype(z, x.dtype, copy=False)
 
 
+def compatible(a: tuple, b: tuple) -> bool:
+    """Equal shapes, an unknown (None) dimension of a traced TF tensor matching any size; TF
+    checks those when the function runs."""
+    if len(a) != len(b):
+        return False
+    return all(m is None or n is None or m == n for m, n in zip(a, b, strict=True))
+
+
 def same_shape(fn: str, arg: str, z: Array, x: Array) -> None:
-    if tuple(z.shape) != tuple(x.shape):
+    if not compatible(tuple(z.shape), tuple(x.shape)):
         raise ValueError(
             f"{fn}: `{arg}` and `logits` must have the same shape; "
             f"got {arg} {tuple(z.shape)} and logits {tuple(x.shape)}"
@@ -128,16 +147,34 @@ def same_shape(fn: str, arg: str, z: Array, x: Array) -> None:
 def broadcasts_into(
     fn: str, arg: str, z: Array, shape: tuple[int, ...], target: str = "`logits`"
 ) -> None:
-    """``z`` broadcasts to ``shape`` without enlarging it (TF silently enlarges)."""
-    try:
-        result = np.broadcast_shapes(tuple(z.shape), tuple(shape))
-    except ValueError:
-        result = None
-    if result != tuple(shape):
+    """``z`` broadcasts to ``shape`` without enlarging it (TF silently enlarges). Unknown (None)
+    dimensions of traced TF tensors: a None of ``z`` matches any size of ``shape``, and a None
+    of ``shape`` takes a ``z`` dimension of the same position only if that is not 1 (stretching
+    1 to an unknown size is left to the caller's static shapes)."""
+    if None in tuple(z.shape) or None in tuple(shape):
+        fits = _broadcasts_unknown(tuple(z.shape), tuple(shape))
+    else:
+        try:
+            fits = np.broadcast_shapes(tuple(z.shape), tuple(shape)) == tuple(shape)
+        except ValueError:
+            fits = False
+    if not fits:
         raise ValueError(
             f"{fn}: `{arg}` of shape {tuple(z.shape)} must broadcast to the shape of {target} "
             f"{tuple(shape)} without enlarging it"
         )
+
+
+def _broadcasts_unknown(source: tuple, target: tuple) -> bool:
+    if len(source) > len(target):
+        return False
+    trailing = target[len(target) - len(source) :]
+    for n, m in zip(source, trailing, strict=True):
+        if n is None or m is None:
+            continue  # left to the run (TF's own broadcasting checks it there)
+        if n != m and n != 1:
+            return False
+    return True
 
 
 def device_of(x: Array) -> Any:
@@ -173,13 +210,12 @@ def sparse_labels(fn: str, labels: Any, x: Array, xp: Any) -> Array:
         raise TypeError(f"{fn}: `labels` is required, got None")
     class_axis(fn, -1, x)
     labels = index_labels(fn, labels, x, xp)
-    if tuple(labels.shape) != tuple(x.shape[:-1]):
+    if not compatible(tuple(labels.shape), tuple(x.shape[:-1])):
         raise ValueError(
             f"{fn}: `labels` must have the shape of `logits` without its last (class) axis, "
             f"{tuple(x.shape[:-1])}; got {tuple(labels.shape)}"
         )
-    labels_in_range(fn, labels, x.shape[-1], xp)
-    return labels
+    return labels_in_range(fn, labels, x.shape[-1], xp)
 
 
 def index_labels(fn: str, labels: Any, x: Array, xp: Any) -> Array:
@@ -197,11 +233,21 @@ def index_labels(fn: str, labels: Any, x: Array, xp: Any) -> Array:
 
 def labels_in_range(
     fn: str, labels: Array, num_classes: int, xp: Any, *, ignore_index: int | None = None
-) -> None:
+) -> Array:
     """Integer ``labels`` lie in ``[0, num_classes)`` (or equal ``ignore_index``), checked where
-    the values can be read (not under ``jax.jit``, not on Dask)."""
-    if not (math.prod(labels.shape) and arrays.can_read_values(labels)):
-        return
+    the values can be read (not under ``jax.jit``, not on Dask); returns ``labels``.
+
+    TensorFlow in ``tf.function``: the labels come back behind an assertion, which raises
+    ``tf.errors.InvalidArgumentError`` when the graph runs (as TF's own sparse losses on the
+    CPU); XLA drops assertions (``jit_compile=True``), and such a row's loss is NaN there.
+    """
+    if arrays.is_tf_tensor(labels):
+        if arrays.is_tf_symbolic(labels):
+            return _tf_assert_in_range(fn, labels, num_classes, ignore_index)
+        labels_in_range(fn, labels.numpy(), num_classes, np, ignore_index=ignore_index)
+        return labels
+    if not (arrays.can_read_values(labels) and math.prod(labels.shape)):
+        return labels
     where = f"[0, {num_classes}) (the number of classes)"
     if ignore_index is not None:
         flat = xp.reshape(labels, (-1,))
@@ -211,13 +257,32 @@ def labels_in_range(
                 f"{fn}: `labels` must lie in {where} or equal ignore_index={ignore_index}; "
                 f"got {int(flat[bad][0])}"
             )
-        return
+        return labels
     # A concrete JAX array may be closed over by a function being traced: read it through
     # NumPy, since jnp.min would then return a tracer.
     ns, values = (np, np.asarray(labels)) if arrays.is_jax_array(labels) else (xp, labels)
     low, high = int(ns.min(values)), int(ns.max(values))
     if low < 0 or high >= num_classes:
         raise ValueError(labels_range_message(fn, num_classes, low, high))
+    return labels
+
+
+def _tf_assert_in_range(fn: str, labels: Array, num_classes: int, ignore: int | None) -> Array:
+    """``labels`` behind a TF assertion that they lie in ``[0, num_classes)`` (or equal
+    ``ignore``): ``InvalidArgumentError`` with the library's message when the graph runs."""
+    import tensorflow as tf
+
+    where = f"[0, {num_classes}) (the number of classes)"
+    if ignore is not None:
+        where += f" or equal ignore_index={ignore}"
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore is not None:
+        bad = bad & (labels != ignore)
+    check = tf.debugging.Assert(
+        ~tf.reduce_any(bad), [f"{fn}: `labels` must lie in {where}; got", labels], summarize=8
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(labels)
 
 
 def labels_range_message(fn: str, num_classes: int, low: int, high: int) -> str:

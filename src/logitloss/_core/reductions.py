@@ -37,13 +37,25 @@ def reduce(
     if reduction == "mean":
         if denominator_weight is None:
             # An empty batch: total is an empty sum, 0, still connected to the graph.
-            total = counted_mean(total, math.prod(loss.shape))
+            count = _count(loss, xp=xp)
+            total = counted_mean(total, count, xp=xp if arrays.is_array(count) else None)
         else:
             if tuple(denominator_weight.shape) != tuple(loss.shape):
                 denominator_weight = xp.broadcast_to(denominator_weight, tuple(loss.shape))
             count = xp.sum(denominator_weight)
             total = counted_mean(total, count, xp=xp)
     return _zero_d(xp.astype(total, dtype, copy=False))
+
+
+def _count(loss: Array, *, xp: Any) -> Any:
+    """The number of elements of ``loss``: a Python int, or for a traced TF tensor of unknown
+    (None) dimensions, a 0-d array of its dtype counted when the graph runs."""
+    shape = tuple(loss.shape)
+    if None not in shape:
+        return math.prod(shape)
+    import tensorflow as tf
+
+    return xp.astype(tf.size(loss), loss.dtype)
 
 
 def counted_mean(total: Any, count: Any, *, xp: Any = None) -> Any:
