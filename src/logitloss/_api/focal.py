@@ -365,6 +365,6 @@ def _floor_unlabelled(wx: Array, wz: Array, *, axis: int, xp: Any) -> Array:
     m = xp.max(wx, axis=axis, keepdims=True)
     # At least 1e4 below the maximum, e^(floor - m) = 0 in every dtype; finite but for
     # maxima near the float64 range's bottom, where -inf stays.
-    floor = 2 * xp.minimum(m, arrays.scalar(0.0, wx, xp=xp)) - 1e4
+    floor = 2 * xp.where(m < 0, m, arrays.scalar(0.0, wx, xp=xp)) - 1e4
     raise_it = (wx == -xp.inf) & (xp.broadcast_to(wz, tuple(wx.shape)) == 0) & xp.isfinite(floor)
     return xp.where(raise_it, floor, wx)
