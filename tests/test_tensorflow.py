@@ -414,3 +414,15 @@ def test_saved_model_round_trip(tmp_path) -> None:
     with tf.GradientTape() as tape:  # through the restored function's saved custom gradient
         loss = loaded.loss(x, y)
     np.testing.assert_allclose(tape.gradient(loss, loaded.w).numpy(), grad_before, rtol=2e-7)
+
+
+def test_readme_example_runs() -> None:
+    """The README's TensorFlow example (a GradientTape loop, a jit-compiled step) as it is."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("## TensorFlow\n") :]
+    code = section[section.index("```python\n") + 10 : section.index("```\n", 12)]
+    namespace: dict = {}
+    exec(compile(code, "README.md (TensorFlow)", "exec"), namespace)
+    assert float(namespace["loss"]) > 0
