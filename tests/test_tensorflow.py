@@ -426,3 +426,20 @@ def test_readme_example_runs() -> None:
     namespace: dict = {}
     exec(compile(code, "README.md (TensorFlow)", "exec"), namespace)
     assert float(namespace["loss"]) > 0
+
+
+def test_large_tensors_keep_off_the_kernels_and_fused_path() -> None:
+    """Past the kernels' size threshold a TF tensor still takes the TF path (a tf.Tensor and a
+    tape gradient), never the numba kernels or the fused training path (NumPy views)."""
+    from logitloss._core import route
+
+    x = tf.Variable(tf.random.stateless_normal((200, 100), seed=(4, 5)))
+    y = tf.constant(np.arange(200) % 100)
+    assert 200 * 100 >= route.KERNEL_MIN and not route.kernels_take(x)
+    with tf.GradientTape() as tape:
+        loss = logitloss.cross_entropy(x, y) + logitloss.binary_cross_entropy_with_logits(
+            x, tf.nn.sigmoid(x)
+        )
+    assert isinstance(loss, tf.Tensor)
+    grad = tape.gradient(loss, x)
+    assert isinstance(grad, tf.Tensor) and grad.shape == (200, 100)
