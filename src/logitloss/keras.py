@@ -505,5 +505,6 @@ def _class_alpha(cls: str, alpha: Any) -> float | list[float]:
     """One non-negative weight, or a list of them (one per class; their number is checked
     against the logits at the call), as plain Python numbers for ``get_config``."""
     if isinstance(alpha, (list, tuple, np.ndarray)):
-        return [options.real(cls, "alpha", a, low=0.0) for a in np.asarray(alpha).ravel()]
+        values = np.asarray(alpha, dtype=np.float64).ravel().tolist()
+        return [options.real(cls, "alpha", a, low=0.0) for a in values]
     return options.real(cls, "alpha", alpha, low=0.0)
