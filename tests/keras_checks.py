@@ -17,13 +17,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-if os.environ.get("KERAS_BACKEND") == "tensorflow":
-    import tensorflow as tf
-
-    # Two logical CPUs for MirroredStrategy, before TensorFlow initialises its devices.
-    _cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
 import keras
 import mpmath as mp
 import numpy as np
@@ -33,18 +26,35 @@ import logitloss.keras as lk
 
 BACKEND = keras.backend.backend()
 RESULTS: dict[str, dict[str, Any]] = {}
+CHECKS: list[Callable[[], str | None]] = []
 RNG = np.random.default_rng(7)
 EPS32 = float(np.finfo(np.float32).eps)
 
 
 def check(fn: Callable[[], str | None]) -> Callable[[], str | None]:
-    """Record ``fn``'s outcome under its name: ok, or the failure's traceback."""
-    try:
-        detail = fn() or ""
-        RESULTS[fn.__name__] = {"ok": True, "detail": detail}
-    except Exception:  # every failure is reported to the test, whatever it is
-        RESULTS[fn.__name__] = {"ok": False, "detail": traceback.format_exc()[-3000:]}
+    """A check, run by :func:`main` in the order of definition (not at import: pytest's
+    doctest collection imports this module)."""
+    CHECKS.append(fn)
     return fn
+
+
+def main() -> None:
+    """Run every check, recording its outcome under its name: ok, or the failure's traceback."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        # Two logical CPUs for MirroredStrategy, before TensorFlow initialises its devices.
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
+    for fn in CHECKS:
+        try:
+            detail = fn() or ""
+            RESULTS[fn.__name__] = {"ok": True, "detail": detail}
+        except Exception:  # every failure is reported to the test, whatever it is
+            RESULTS[fn.__name__] = {"ok": False, "detail": traceback.format_exc()[-3000:]}
+    print("KERAS_CHECKS " + json.dumps(RESULTS))
+    sys.stdout.flush()
 
 
 def numpy(value: Any) -> np.ndarray:
@@ -229,6 +239,8 @@ def binary_focal_by_backend() -> str:
 def gradient(loss: Any, labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """d loss / d logits on this backend, by its own autodiff."""
     if BACKEND == "tensorflow":
+        import tensorflow as tf
+
         x = tf.Variable(logits)
         with tf.GradientTape() as tape:
             value = loss(labels, x)
@@ -492,8 +504,8 @@ def save_load() -> str:
             path = os.path.join(folder, f"{name}.keras")
             model.save(path)
             loaded = keras.saving.load_model(path)
-            assert type(loaded.loss).__name__ == name and type(loaded.loss).__module__ == (
-                "logitloss.keras"), type(loaded.loss)
+            kind = type(loaded.loss)
+            assert (kind.__module__, kind.__name__) == ("logitloss.keras", name), kind
             assert loaded.loss.get_config() == model.loss.get_config()
             after = loaded.evaluate(DATA_X, y, verbose=0)
             assert after == before, (name, before, after)
@@ -505,6 +517,8 @@ def distributed() -> str:
     """MirroredStrategy on 2 logical CPUs: each replica's loss scaled by 1/2 as Keras' own."""
     if BACKEND != "tensorflow":
         return "TensorFlow only"
+    import tensorflow as tf
+
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     ours = lk.CategoricalCrossentropy(from_logits=True)
     theirs = keras.losses.CategoricalCrossentropy(from_logits=True)
@@ -536,5 +550,4 @@ def readme_example() -> str:
 
 
 if __name__ == "__main__":
-    print("KERAS_CHECKS " + json.dumps(RESULTS))
-    sys.stdout.flush()
+    main()

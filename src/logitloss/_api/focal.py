@@ -297,7 +297,7 @@ def _class_weights(fn: str, alpha: Any, num_classes: int) -> np.ndarray | None:
         )
     if not (np.all(np.isfinite(values)) and np.all(values >= 0)):
         raise ValueError(f"{fn}: `alpha` must be finite and >= 0, got {alpha!r}")
-    return np.broadcast_to(values, (num_classes,))
+    return np.array(np.broadcast_to(values, (num_classes,)))  # writable: torch warns otherwise
 
 
 def _index_labels(fn: str, labels: Array, x: Array, axis: int, *, xp: Any) -> Array:
