@@ -22,7 +22,8 @@ error of each approximation is listed next to it. ``fit`` recomputes them, and t
 check both the coefficients and the errors.
 
 Also the small helpers both families' kernels use: ``is_float64`` (the compile-time choice of
-the float64 path), ``any_nan``, ``two_sum``, ``add_reassoc``, ``max_nan``/``min_nan``, ``fma``.
+the float64 path), ``any_nan``, ``two_sum``, ``add_reassoc``, ``max_nan``, ``min_ordered``,
+``fma``.
 
 numba's on-disk cache tracks the source file of each compiled function, not of the functions it
 inlines: after editing this file, delete the families' ``_losses/*/__pycache__``.
@@ -112,16 +113,17 @@ def max_nan(typingctx, a, b):
 
 
 @intrinsic
-def min_nan(typingctx, a, b):
-    """The smaller of ``a`` and ``b``, NaN if either is (``llvm.minimum.f64``): see
-    :func:`max_nan`."""
+def min_ordered(typingctx, a, b):
+    """The smaller of ``a`` and ``b``, for values that are never NaN (an index held as a
+    float64): ``llvm.minnum`` with the ``nnan`` and ``nsz`` flags, one ``vminpd``, where
+    ``llvm.minimum``'s NaN and signed-zero rules cost x86 about eight instructions a vector."""
     sig = types.float64(types.float64, types.float64)
 
     def codegen(context, builder, signature, args):
         double = ir.DoubleType()
         fnty = ir.FunctionType(double, [double, double])
-        fn = builder.module.declare_intrinsic("llvm.minimum", [double], fnty)
-        return builder.call(fn, args)
+        fn = builder.module.declare_intrinsic("llvm.minnum", [double], fnty)
+        return builder.call(fn, args, fastmath=("nnan", "nsz"))
 
     return sig, codegen
 
@@ -164,9 +166,13 @@ def two_sum(a: float, b: float) -> tuple[float, float]:
 
 _LOG2E = 1.4426950408889634
 # ln 2 split so that k * _LN2_HI is exact for |k| < 2^11 (Cody and Waite): the reduced argument
-# t - k ln 2 is then exact up to the tiny k * _LN2_LO term.
+# t - k ln 2 is then exact up to the tiny k * _LN2_LO term (the precise exp).
 _LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
+# ln 2 rounded to float64, for the fast exp: t - k ln 2 in one FMA is off by at most
+# |k| |ln 2 - _LN2| <= 1077 * 2^-54 < 2^-43, a relative error of e^t far below the fast
+# polynomial's 2^-28.6, for one FMA fewer per element (measured: the loss's exp pass 15 % faster).
+_LN2 = 0.6931471805599453
 # Adding 1.5 * 2^52 rounds to an integer (to nearest, ties to even) and leaves it in the low bits.
 _SHIFT = 6755399441055744.0
 _SHIFT_BITS = 0x4338000000000000
@@ -207,19 +213,21 @@ _EXP_FLOOR_NARROW = -708.0
 
 
 @njit(inline="always", error_model="numpy")
-def _reduce(t: float, subnormal: bool) -> tuple[int, float]:
-    """``t = k ln 2 + r``, ``|r| <= ln(2)/2``, after flooring ``t`` (NaN stays NaN)."""
+def _reduce(t: float, subnormal: bool, precise: bool) -> tuple[int, float]:
+    """``t = k ln 2 + r``, ``|r| <= ln(2)/2`` (a hair more: ``k`` is rounded from ``t log2(e)``),
+    after flooring ``t`` (NaN stays NaN); ``r`` to float64 accuracy where ``precise``."""
     # NaN compares false and is not clamped: it stays NaN through the arithmetic.
     if subnormal:
         if t < _EXP_FLOOR:
             t = _EXP_FLOOR
     elif t < _EXP_FLOOR_NARROW:
         t = _EXP_FLOOR_NARROW
-    shifted = t * _LOG2E + _SHIFT
+    shifted = fma(t, _LOG2E, _SHIFT)
     k = _bits_from_float(shifted) - _SHIFT_BITS
     kf = shifted - _SHIFT
-    r = fma(-kf, _LN2_HI, t)
-    return k, fma(-kf, _LN2_LO, r)
+    if precise:
+        return k, fma(-kf, _LN2_LO, fma(-kf, _LN2_HI, t))
+    return k, fma(-kf, _LN2, t)
 
 
 @njit(inline="always", error_model="numpy")
@@ -258,7 +266,7 @@ def exp_nonpos(t: float, precise: bool, subnormal: bool) -> float:
     halves so that ``k`` down to -1076 needs no special case (``p 2^(k//2)`` is normal and the
     second scaling rounds once); else ``t`` is floored at -708 and scaled once.
     """
-    k, r = _reduce(t, subnormal)
+    k, r = _reduce(t, subnormal, precise)
     if precise:
         p = 1.0 + _precise_minus_one(r)
     else:
@@ -281,7 +289,7 @@ def exp_expm1_nonpos(t: float, subnormal: bool) -> tuple[float, float]:
     it keeps its relative accuracy as ``t -> 0`` (``2^k - 1`` is exact; one FMA). Meant for
     ``t > -ln 3`` (``k >= -2``), where the terms cannot cancel; elsewhere it is not used.
     """
-    k, r = _reduce(t, subnormal)
+    k, r = _reduce(t, subnormal, True)
     p_minus_one = _precise_minus_one(r)
     p = 1.0 + p_minus_one
     scale_a, scale_b = _two_to(k, subnormal)

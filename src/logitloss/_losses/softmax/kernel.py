@@ -47,7 +47,7 @@ from ..._kernels.vector_math import (
     exp_expm1_nonpos,
     exp_nonpos,
     max_nan,
-    min_nan,
+    min_ordered,
     two_sum,
 )
 
@@ -139,7 +139,7 @@ def soft_sums(xs, zs, m, exact, precise, subnormal):
             below = add_reassoc(below, 0.0 if is_max else zj)
             gap = 2.0 * (zj * (0.5 * m - 0.5 * v)) if overflow else zj * -hi
             gaps = add_reassoc(gaps, 0.0 if zj == 0.0 else gap)
-            first = min_nan(first, np.float64(start + j) if is_max else np.float64(n))
+            first = min_ordered(first, np.float64(start + j) if is_max else np.float64(n))
         tail_hi, tail_lo = _accumulate(tail_hi, tail_lo, small_tail)
         total_hi, total_lo = _accumulate(total_hi, total_lo, total)
         gaps_hi, gaps_lo = _accumulate(gaps_hi, gaps_lo, gaps)
@@ -166,7 +166,7 @@ def sparse_sums(xs, m, exact, precise, subnormal):
             is_max = v == m
             small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
             ties = add_reassoc(ties, 1.0 if is_max else 0.0)
-            first = min_nan(first, np.float64(start + j) if is_max else np.float64(n))
+            first = min_ordered(first, np.float64(start + j) if is_max else np.float64(n))
         tail_hi, tail_lo = _accumulate(tail_hi, tail_lo, small_tail)
     return tail_hi + tail_lo, ties, int(first)
 
