@@ -16,6 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+# A script run by test_keras in subprocesses, one per Keras backend: importing it (doctest
+# collection) would import Keras for nothing.
+collect_ignore = ["keras_checks.py"]
+
 # The promised accuracy of the losses, in ULPs of the exact value: float16, bfloat16 and float32
 # within 1 ULP, float64 within 4 (results in the normal range). Shared by the tests of the
 # reference path (test_exactness) and of the kernels (test_kernels, test_kernels_softmax).

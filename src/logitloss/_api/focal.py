@@ -14,6 +14,7 @@ from .._losses.softmax import formula as softmax_formula
 from . import dispatch
 
 
+@arrays.opaque_to_autograph
 def sigmoid_focal_loss(
     logits: Any,
     labels: Any,
@@ -137,6 +138,7 @@ def _log_one_minus_pt(x: Array, z: Array, *, xp: Any) -> Array:
     return xp.where(normal, near, far) - xp.log1p(e)
 
 
+@arrays.opaque_to_autograph
 def softmax_focal_loss(
     logits: Any,
     labels: Any,
