@@ -2,9 +2,10 @@
 no module reaches into another's private names.
 
 The layers, bottom to top (README, "Layout"): ``_core`` < ``_kernels`` < ``_losses`` <
-``_autodiff`` < ``_api`` < the public modules (``logitloss``, ``logitloss.torch``) < ``_tools`` <
-the command line (``logitloss.cli``, ``logitloss.__main__``). Imports inside functions count: a
-lazy import that closes a cycle is still a cycle to the reader.
+``_autodiff`` < ``_api`` < the public modules (``logitloss``, ``logitloss.torch``,
+``logitloss.keras``) < ``_tools`` < the command line (``logitloss.cli``,
+``logitloss.__main__``). Imports inside functions count: a lazy import that closes a cycle is
+still a cycle to the reader.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ LAYERS = [
     ("logitloss._losses",),
     ("logitloss._autodiff",),
     ("logitloss._api",),
-    ("logitloss", "logitloss.torch"),
+    ("logitloss", "logitloss.torch", "logitloss.keras"),
     ("logitloss._tools",),
     ("logitloss.cli", "logitloss.__main__"),
 ]

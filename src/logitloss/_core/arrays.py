@@ -128,7 +128,10 @@ def dtype_name(dtype: Any) -> str:
     if not isinstance(name, str):
         name = str(dtype)
     name = name.rsplit(".", 1)[-1]
-    if len(_DTYPE_NAMES) < 256:  # NumPy's dtype.name costs microseconds; dtypes are few
+    # NumPy's dtype.name costs microseconds; dtypes are few. Only NumPy's (JAX's, ml_dtypes')
+    # and torch's are kept: torch.compile traces this lookup, hashing every key, and cannot
+    # hash a TensorFlow DType (its C __hash__ is opaque to Dynamo: a graph break).
+    if len(_DTYPE_NAMES) < 256 and isinstance(dtype, _cached_dtypes()):
         try:
             _DTYPE_NAMES[key] = name
         except TypeError:
@@ -137,6 +140,11 @@ def dtype_name(dtype: Any) -> str:
 
 
 _DTYPE_NAMES: dict[tuple[type, Any], str] = {}
+
+
+def _cached_dtypes() -> tuple[type, ...]:
+    torch = sys.modules.get("torch")
+    return (np.dtype,) if torch is None else (np.dtype, torch.dtype)
 
 
 def float_name(xp: Any, dtype: Any) -> str | None:
@@ -195,10 +203,12 @@ def float32_internals() -> Iterator[None]:
     --------
     >>> import numpy as np
     >>> import logitloss
+    >>> x = np.linspace(-30, 30, 7, dtype=np.float32)
     >>> with logitloss.float32_internals():
-    ...     loss = logitloss.sigmoid_cross_entropy_with_logits([1.0], np.float32([2.0]))
-    >>> loss
-    array([0.12692805], dtype=float32)
+    ...     fast = logitloss.sigmoid_cross_entropy_with_logits(np.ones_like(x), x)
+    >>> exact = logitloss.sigmoid_cross_entropy_with_logits(np.ones_like(x), x)
+    >>> fast.dtype, bool(np.all(np.abs(fast - exact) <= 4 * np.spacing(exact)))
+    (dtype('float32'), True)
     """
     token = _FLOAT32_INTERNALS.set(True)
     try:
