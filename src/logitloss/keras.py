@@ -99,10 +99,21 @@ class _FromLogits(keras.losses.Loss):
     ``reduce_weighted_values``.
     """
 
+    #: The constructor's options that ``get_config`` records besides Keras' own.
+    _CONFIG: tuple[str, ...] = ()
+
     def __init__(self, *, from_logits: Any, reduction: Any, name: str | None, dtype: Any) -> None:
         _logits_only(type(self).__name__, from_logits)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = True
+
+    def _smoothing_and_axis(self, label_smoothing: Any, axis: Any) -> None:
+        """The checked ``label_smoothing`` (in [0, 1]) and ``axis`` of the losses that have
+        both."""
+        cls = type(self).__name__
+        self.label_smoothing = options.real(cls, "label_smoothing", label_smoothing, low=0.0,
+                                            high=1.0)  # fmt: skip
+        self.axis = _axis(cls, axis)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         in_mask = get_keras_mask(y_pred)
@@ -128,6 +139,7 @@ class _FromLogits(keras.losses.Loss):
             **super().get_config(),
             "from_logits": True,
             "dtype": self._dtype_policy.name,
+            **{name: getattr(self, name) for name in self._CONFIG},
         }
 
 
@@ -166,6 +178,8 @@ class BinaryCrossentropy(_FromLogits):
     0.865458
     """
 
+    _CONFIG = ("label_smoothing", "axis")
+
     def __init__(
         self,
         from_logits: bool = False,
@@ -176,10 +190,7 @@ class BinaryCrossentropy(_FromLogits):
         dtype: Any = None,
     ) -> None:
         super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
-        cls = type(self).__name__
-        self.label_smoothing = options.real(cls, "label_smoothing", label_smoothing, low=0.0,
-                                            high=1.0)  # fmt: skip
-        self.axis = _axis(cls, axis)
+        self._smoothing_and_axis(label_smoothing, axis)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
@@ -187,9 +198,6 @@ class BinaryCrossentropy(_FromLogits):
             y_pred, y_true, label_smoothing=self.label_smoothing, reduction="none"
         )
         return ops.mean(loss, axis=self.axis)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing, "axis": self.axis}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -224,6 +232,8 @@ class CategoricalCrossentropy(_FromLogits):
     array([40.        ,  0.04858735], dtype=float32)
     """
 
+    _CONFIG = ("label_smoothing", "axis")
+
     def __init__(
         self,
         from_logits: bool = False,
@@ -234,10 +244,7 @@ class CategoricalCrossentropy(_FromLogits):
         dtype: Any = None,
     ) -> None:
         super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
-        cls = type(self).__name__
-        self.label_smoothing = options.real(cls, "label_smoothing", label_smoothing, low=0.0,
-                                            high=1.0)  # fmt: skip
-        self.axis = _axis(cls, axis)
+        self._smoothing_and_axis(label_smoothing, axis)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
@@ -245,9 +252,6 @@ class CategoricalCrossentropy(_FromLogits):
             y_pred, y_true, axis=self.axis, label_smoothing=self.label_smoothing,
             reduction="none",
         )  # fmt: skip
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing, "axis": self.axis}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -284,6 +288,8 @@ class SparseCategoricalCrossentropy(_FromLogits):
     0.175456
     """
 
+    _CONFIG = ("ignore_class", "axis")
+
     def __init__(
         self,
         from_logits: bool = False,
@@ -316,9 +322,6 @@ class SparseCategoricalCrossentropy(_FromLogits):
         if self.ignore_class is not None:
             set_keras_mask(loss, mask=ops.not_equal(y_true, self.ignore_class))
         return loss
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "ignore_class": self.ignore_class, "axis": self.axis}
 
 
 def _whole_numbers(cls: str, y_true: Any) -> None:
@@ -383,6 +386,8 @@ class BinaryFocalCrossentropy(_FromLogits):
     dtype : str or keras.DTypePolicy, optional
     """
 
+    _CONFIG = ("apply_class_balancing", "alpha", "gamma", "label_smoothing", "axis")
+
     def __init__(
         self,
         apply_class_balancing: bool = False,
@@ -405,9 +410,7 @@ class BinaryFocalCrossentropy(_FromLogits):
         self.apply_class_balancing = bool(apply_class_balancing)
         self.alpha = options.real(cls, "alpha", alpha, low=0.0, high=1.0)
         self.gamma = options.real(cls, "gamma", gamma, low=0.0)
-        self.label_smoothing = options.real(cls, "label_smoothing", label_smoothing, low=0.0,
-                                            high=1.0)  # fmt: skip
-        self.axis = _axis(cls, axis)
+        self._smoothing_and_axis(label_smoothing, axis)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
@@ -416,16 +419,6 @@ class BinaryFocalCrossentropy(_FromLogits):
             gamma=self.gamma, label_smoothing=self.label_smoothing, reduction="none",
         )  # fmt: skip
         return ops.mean(loss, axis=self.axis)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "apply_class_balancing": self.apply_class_balancing,
-            "alpha": self.alpha,
-            "gamma": self.gamma,
-            "label_smoothing": self.label_smoothing,
-            "axis": self.axis,
-        }
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -465,6 +458,8 @@ class CategoricalFocalCrossentropy(_FromLogits):
     40.0
     """
 
+    _CONFIG = ("alpha", "gamma", "label_smoothing", "axis")
+
     def __init__(
         self,
         alpha: float | list[float] = 0.25,
@@ -480,9 +475,7 @@ class CategoricalFocalCrossentropy(_FromLogits):
         cls = type(self).__name__
         self.alpha = _class_alpha(cls, alpha)
         self.gamma = options.real(cls, "gamma", gamma, low=0.0)
-        self.label_smoothing = options.real(cls, "label_smoothing", label_smoothing, low=0.0,
-                                            high=1.0)  # fmt: skip
-        self.axis = _axis(cls, axis)
+        self._smoothing_and_axis(label_smoothing, axis)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
@@ -490,15 +483,6 @@ class CategoricalFocalCrossentropy(_FromLogits):
             y_pred, y_true, alpha=self.alpha, gamma=self.gamma, axis=self.axis,
             label_smoothing=self.label_smoothing, reduction="none",
         )  # fmt: skip
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "alpha": self.alpha,
-            "gamma": self.gamma,
-            "label_smoothing": self.label_smoothing,
-            "axis": self.axis,
-        }
 
 
 def _class_alpha(cls: str, alpha: Any) -> float | list[float]:
