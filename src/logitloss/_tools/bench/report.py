@@ -77,10 +77,9 @@ def markdown(rows: list[dict[str, Any]], goals: dict[str, float]) -> str:
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     table = _by_workload(rows)
     for name, impls in table.items():
-        ours = float(impls[_ours(impls)]["seconds"])
-        ratio = float(impls[_ours(impls)]["ratio_to_limit"])
-        goal = goals[name]
         row = impls[_ours(impls)]
+        ours, ratio = float(row["seconds"]), float(row["ratio_to_limit"])
+        goal = goals[name]
         if row["direction"] == "loss":
             limit_cell = f"{ratio:.2f}x" + ("" if ratio <= goal else " (missed)")
             goal_cell, grad_cell = f"{goal:.1f}x", "-"
@@ -96,7 +95,7 @@ def markdown(rows: list[dict[str, Any]], goals: dict[str, float]) -> str:
         best = min(peers.values(), default=math.nan)
         cells = [f"{peers[p]:.1f}x" if p in peers else "-" for p in PEERS]
         best_mark = "" if best >= PEER_GOAL else " (missed)"
-        label = name + (" (torch .backward)" if _ours(impls) == "logitloss-torch" else "")
+        label = name + (" (torch .backward)" if row["impl"] == "logitloss-torch" else "")
         lines.append(
             f"| {label} | {limit_cell} | {goal_cell} | {grad_cell} | {' | '.join(cells)} "
             f"| {best:.1f}x{best_mark} |"
