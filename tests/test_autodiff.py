@@ -505,3 +505,32 @@ def test_jax_jit_with_concrete_sparse_labels_closed_over() -> None:
         jax.jit(lambda x: logitloss.sparse_softmax_cross_entropy_with_logits(bad, x))(
             jnp.zeros((2, 3))
         )
+
+
+def test_jax_jit_keeps_the_exact_gradient_next_to_its_zero() -> None:
+    """Under ``jax.jit`` the double-float steps of the sigmoid gradient's fix near its zero
+    survive XLA's algebraic simplifier, which rewrote ``(1 + u) - 1`` in ``exp_dd`` to ``u``
+    and so dropped the low part of ``e^-|x|``: at x = 1e-10, z = 0.5 the float32 gradient
+    came out one ULP above the correctly rounded 2.5e-11. With the fix intact (float64
+    inside, rounded once) these points round correctly, as eagerly."""
+    jax = pytest.importorskip("jax")
+    mpmath = pytest.importorskip("mpmath")
+    jnp = jax.numpy
+    x = np.array([1e-10, 2.0, -3.0, 0.5], dtype=np.float32)
+    # Labels next to sigmoid(x): the gradient sigmoid(x) - z cancels to a tiny value.
+    z = np.float32([0.5, 0.8807970779778823, 0.04742587317756678, 0.6224593312018546])
+    with mpmath.workdps(60):
+        exact = np.array([
+            float(1 / (1 + mpmath.exp(-mpmath.mpf(float(a)))) - mpmath.mpf(float(b)))
+            for a, b in zip(x, z, strict=True)
+        ])  # fmt: skip
+    with jax.enable_x64(True):
+        zj = jnp.asarray(z)
+
+        def total(v: Any) -> Any:
+            return logitloss.sigmoid_cross_entropy_with_logits(zj, v).sum()
+
+        grad = np.asarray(jax.jit(jax.grad(total))(jnp.asarray(x)))
+    assert grad.dtype == np.float32
+    ulps = np.abs(grad.astype(np.float64) - exact) / np.spacing(np.abs(grad))
+    assert np.all(ulps <= 0.5 + 2.0**-20), (grad, exact, ulps)

@@ -274,10 +274,8 @@ def fix_where(value: Array, mask: Array, fix: Any, args: tuple, *, xp: Any) -> A
     when no element needs it, where a plain ``where`` would compute it for every element (XLA
     evaluates both sides of a select): the sigmoid loss's jit-compiled forward and backward
     at 2048 x 2048 went from 20x to 6x ``tf.nn``'s time. Elsewhere (JAX, Dask, ...):
-    ``where``, so that tracing and lazy evaluation still work. (``jax.lax.cond`` would save
-    JAX the same work, but compiles the branch even in eager calls, and XLA's algebraic
-    simplifier rewrites ``(1 + u) - 1`` to ``u``, which breaks the double-float steps of
-    ``compensated.exp_dd`` that ``fix`` relies on: eager JAX keeps them exact.)"""
+    ``where``, so that tracing and lazy evaluation still work. (``jax.lax.cond`` could save
+    JAX the same work under ``jit``; not measured yet.)"""
     import array_api_compat as compat
 
     if compat.is_numpy_array(value) or compat.is_torch_array(value) or compat.is_cupy_array(value):

@@ -151,6 +151,9 @@ def exp_dd(a: Array, *, xp: Any) -> tuple[Array, Array]:
     u = dd_mul(s, poly)
     for _ in range(_SQUARINGS):
         u = dd_mul(u, dd_add(u, (2.0, 0.0)))
-    one_hi, one_lo = fast_two_sum(xp.ones_like(u[0]), u[0])
+    # 1 + u error-free. Not fast_two_sum(1, u): under jax.jit XLA's simplifier rewrites its
+    # (1 + u) - 1 to u (a constant 1 cancelled algebraically), which zeroes the error term;
+    # two_sum with the constant second is left as written (tests/test_autodiff.py, jit).
+    one_hi, one_lo = two_sum(u[0], xp.ones_like(u[0]))
     scale = xp.pow(xp.full_like(k, 2.0), k)
     return one_hi * scale, (one_lo + u[1]) * scale
