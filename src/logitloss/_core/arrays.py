@@ -35,10 +35,9 @@ def is_tf_tensor(value: object) -> bool:
     ``tf.Variable`` (read as a tensor). Without importing TensorFlow: if it is not imported,
     nothing is one."""
     tf = sys.modules.get("tensorflow")
-    if tf is None:
-        return False
-    kinds = getattr(tf, "Tensor", None), getattr(tf, "Variable", None)
-    return kinds[0] is not None and isinstance(value, kinds)  # type: ignore[arg-type]
+    # getattr: a TensorFlow still being imported may not have its classes yet.
+    tensor, variable = getattr(tf, "Tensor", None), getattr(tf, "Variable", None)
+    return tensor is not None and variable is not None and isinstance(value, (tensor, variable))
 
 
 def is_tf_symbolic(value: object) -> bool:
@@ -82,14 +81,6 @@ _NUMPY_IS_STANDARD = hasattr(np, "astype") and hasattr(np, "__array_namespace_in
 
 
 def namespace(*arrays: Array) -> Any:
-    if any(is_tf_tensor(a) for a in arrays):
-        others = [a for a in arrays if a is not None and not is_tf_tensor(a)]
-        if others:
-            kinds = ", ".join(sorted({f"{type(a).__module__}.{type(a).__name__}" for a in others}))
-            raise TypeError(f"Multiple namespaces for array types: tensorflow and {kinds}")
-        from . import tf_namespace
-
-        return tf_namespace
     if all(is_torch_tensor(a) for a in arrays if a is not None) and any(
         a is not None for a in arrays
     ):
@@ -98,6 +89,14 @@ def namespace(*arrays: Array) -> Any:
         isinstance(a, (np.ndarray, np.generic)) for a in arrays if a is not None
     ) and any(a is not None for a in arrays):  # fmt: skip
         return np
+    if any(is_tf_tensor(a) for a in arrays):
+        others = [a for a in arrays if a is not None and not is_tf_tensor(a)]
+        if others:
+            kinds = ", ".join(sorted({f"{type(a).__module__}.{type(a).__name__}" for a in others}))
+            raise TypeError(f"Multiple namespaces for array types: tensorflow and {kinds}")
+        from . import tf_namespace
+
+        return tf_namespace
     return array_api_compat.array_namespace(*arrays)
 
 
