@@ -41,7 +41,7 @@ def _refuse_legacy(cls: str, size_average: Any, reduce: Any) -> None:
 def _plain_step(reduction: str, x: Any, *others: Any) -> bool:
     """Whether a module's call is a plain training step, which goes straight to the fused path
     (``_autodiff.torch_training``) with a few cheap checks: reduced, eager (not compiled, not
-    under autocast, no forward-mode tangent), CPU tensors of one float32/float64 dtype (and
+    under autocast, no forward-mode tangent), CPU tensors of one floating dtype (and
     the labels), logits that need a gradient and weights that do not. Anything else takes the
     module's full path, with its validation and messages (shapes are checked by the caller)."""
     return (
@@ -66,7 +66,7 @@ def _plain_operand(t: Any, dtype: torch.dtype) -> bool:
     )
 
 
-_STEP_DTYPES = (torch.float32, torch.float64)
+_STEP_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 

@@ -156,9 +156,22 @@ def empty(shape: tuple[int, ...], dtype: np.dtype, like: Array) -> np.ndarray:
         return np.empty(shape, dtype)
     import torch
 
-    narrow = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
-    torch_dtype = torch.bfloat16 if dtype.kind == "V" else narrow[dtype.name]
-    return to_numpy(torch.empty(shape, dtype=torch_dtype))
+    return to_numpy(torch.empty(shape, dtype=_torch_dtypes()[dtype]))
+
+
+@functools.cache
+def _torch_dtypes() -> dict:
+    """The torch dtype of each NumPy dtype a kernel writes (looked up by the dtype: its
+    ``name`` costs microseconds)."""
+    import torch
+
+    table = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
+             np.dtype(np.float64): torch.float64}  # fmt: skip
+    if importlib.util.find_spec("ml_dtypes") is not None:
+        import ml_dtypes
+
+        table[np.dtype(ml_dtypes.bfloat16)] = torch.bfloat16
+    return table
 
 
 def to_numpy(a: Array | None) -> np.ndarray | None:

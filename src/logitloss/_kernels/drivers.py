@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core import arrays
 from . import layout, loops, runtime
 
 # Computed through float32 (exact widening), rounded to their own dtype at the end: the float32
@@ -26,7 +27,8 @@ DIRECT = ("float32", "float64")
 
 
 def dtype_name(dtype: np.dtype) -> str:
-    return dtype.name if dtype.name != "void" else str(dtype)
+    # arrays.dtype_name's cache: NumPy's dtype.name costs microseconds a call.
+    return arrays.dtype_name(dtype)
 
 
 def arguments(
@@ -60,7 +62,9 @@ def operand(fn: str, arg: str, value: Any, x: np.ndarray, *, elementwise: bool) 
         a = np.asarray(value, dtype=x.dtype)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{fn}: {arg} cannot be cast to {dtype_name(x.dtype)}: {error}") from None
-    if elementwise and a.shape != x.shape:
+    if a.shape == x.shape or (not elementwise and a.ndim == 0):
+        return a  # the common cases, without np.broadcast_shapes' microseconds
+    if elementwise:
         raise ValueError(f"{fn}: {arg} must have the logits' shape {x.shape}, got {a.shape}")
     try:
         fits = np.broadcast_shapes(a.shape, x.shape) == x.shape
