@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._core import arrays
-from . import layout, loops, runtime
+from . import layout, loops, narrow, runtime
 
 # Computed through float32 (exact widening), rounded to their own dtype at the end: the float32
 # result carries 13 (float16) or 16 (bfloat16) more bits, so the double rounding stays within
@@ -109,20 +109,18 @@ def through_float32(run: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[
         if x.itemsize > 2:  # float32, float64 (dtype_name would cost more than the rest)
             return run(x, inputs, outs, **options)
         wide = {
-            name: a.astype(np.float32) if a is not None and a.dtype == x.dtype else a
+            name: narrow.widen(a) if a is not None and a.dtype == x.dtype else a
             for name, a in inputs.items()
         }
         kept = {name: out if is_wide(out) else None for name, out in outs.items()}
-        results = run(x.astype(np.float32), wide, kept, **options)
+        results = run(narrow.widen(x), wide, kept, **options)
         given = list(outs.values())
-        # A float32 result beyond the narrow range rounds to inf: correct, not worth a warning.
-        with np.errstate(over="ignore"):
-            return tuple(
-                cast_into(r, given[i] if i < len(given) else None, x.dtype)
-                if isinstance(r, np.ndarray) and r.dtype == np.float32
-                else r
-                for i, r in enumerate(results)
-            )
+        return tuple(
+            cast_into(r, given[i] if i < len(given) else None, x.dtype)
+            if isinstance(r, np.ndarray) and r.dtype == np.float32
+            else r
+            for i, r in enumerate(results)
+        )
 
     return run_any
 
@@ -260,8 +258,6 @@ def is_wide(out: np.ndarray | None) -> bool:
 
 
 def cast_into(wide: np.ndarray | None, out: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    """The float32 ``wide`` rounded once to the narrow ``dtype``, into ``out`` if given."""
     assert wide is not None
-    if out is None:
-        return wide.astype(dtype)
-    out[...] = wide
-    return out
+    return narrow.round_into(np.empty(wide.shape, dtype) if out is None else out, wide)

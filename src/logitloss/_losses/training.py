@@ -20,6 +20,7 @@ import numpy as np
 
 from .._core import checks, reductions, route
 from .._core.arrays import Array
+from .._kernels import narrow
 
 
 class Reduced(NamedTuple):
@@ -120,10 +121,10 @@ def cross_entropy(
 
 
 def _copy(a: np.ndarray, dtype: np.dtype, like: Array) -> np.ndarray:
-    """``a`` converted to ``dtype`` (rounded once), in memory from ``route.empty``."""
+    """``a`` converted to ``dtype`` (widened exactly, or rounded once), in memory from
+    ``route.empty``."""
     out = route.empty(a.shape, dtype, like)
-    out[...] = a
-    return out
+    return narrow.widen(a, out) if a.itemsize == 2 else narrow.round_into(out, a)
 
 
 # Stand-ins for the absent operands (the kernels take arrays of a fixed type), never written.
@@ -136,12 +137,15 @@ def _probability_denominator(
     z: np.ndarray, w: np.ndarray | None, counted: np.ndarray | None
 ) -> float:
     """The mean's denominator for probability targets: the counted rows, each weighted by
-    ``sum_c w_c z_c`` with class weights."""
+    ``sum_c w_c z_c`` with class weights (``softmax.reduced.probability_row_weights``: a fixed
+    order of float64 additions, which the JAX FFI handler repeats)."""
     if w is None:
         return float(z.shape[0] if counted is None else np.count_nonzero(counted))
-    row_weight = z @ w
-    if counted is not None:
-        row_weight = np.where(counted, row_weight, 0.0)
+    has_mask = counted is not None
+    mask = counted if has_mask else _EMPTY_BOOL
+    row_weight = _kernels("softmax").probability_row_weights(
+        z, w, mask, has_mask, np.empty(z.shape[0], np.float64)
+    )
     return float(np.sum(row_weight))
 
 
