@@ -45,6 +45,7 @@ import numpy as np
 from .._core import arrays, route
 from .._core.arrays import Array
 from .._losses import training as fused
+from . import jax_ffi
 
 #: Fewer logits than this take the composed XLA path: there a callback's fixed cost (about
 #: 70 microseconds per call on CPU) is more than XLA's whole computation.
@@ -103,18 +104,6 @@ def _check_labels(x: Array, operands: tuple, options: dict[str, Any]) -> None:
         raise ValueError(fused.label_error(values, classes))
 
 
-def _kernel(loss: str, options: dict[str, Any], x: Any, *operands: Any) -> tuple:
-    """The callback: ``(value, grad)`` as NumPy arrays in the logits' dtype; a NaN loss and
-    gradient for index labels out of range (the kernel's ValueError, under ``jit``)."""
-    x = np.asarray(x)
-    operands = tuple(None if a is None else np.asarray(a) for a in operands)
-    try:
-        value, grad = fused.reduced(loss, x, operands, options)
-    except ValueError:
-        value, grad = math.nan, np.full(x.shape, np.nan, x.dtype)
-    return np.asarray(value, x.dtype), grad
-
-
 def _perturbed(tangent: Any) -> bool:
     return not isinstance(tangent, jax.custom_derivatives.SymbolicZero)
 
@@ -126,13 +115,12 @@ def _rule(
     """The reduced ``loss`` with these options as a ``jax.custom_jvp`` of
     ``(x, *operands)``."""
     options = dict(items)
-    kernel = functools.partial(_kernel, loss, options)
+    kernel = jax_ffi.cross_entropy if loss == "cross_entropy" else jax_ffi.binary_cross_entropy
     composed = functools.partial(composed_loss, loss, **options)
 
     @jax.custom_jvp
     def pair(x: Array, *operands: Array | None) -> tuple[Array, Array]:
-        shapes = (jax.ShapeDtypeStruct((), x.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype))
-        return jax.pure_callback(kernel, shapes, x, *operands, vmap_method="sequential")
+        return kernel(x, *operands, **options)
 
     def pair_jvp(primals: tuple, tangents: tuple) -> tuple:
         # Reached only by second derivatives: the composed path's value and gradient.

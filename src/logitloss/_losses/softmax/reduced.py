@@ -185,6 +185,41 @@ def _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, s
                   grad_scale, loss, grad, start, stop)  # fmt: skip
 
 
+@njit(**OPTIONS)
+def fused(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale, mean,
+          denominator, loss, grad, threads):  # fmt: skip
+    """:func:`run`'s computation without Python (the XLA FFI handler calls it): ``(the mean's
+    denominator, first bad row or -1)``, the rows on the calling thread for ``threads <= 1``,
+    else shared among numba's threads (as many as the caller set: ``threads``)."""
+    if threads <= 1:
+        return _serial(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
+                       z_scale, mean, denominator, loss, grad)  # fmt: skip
+    if not soft:
+        denominator, bad = index_denominator(labels, w, has_w, mask, has_mask, ignore_index,
+                                             x.shape[1])  # fmt: skip
+        if bad >= 0:
+            return denominator, bad
+    _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
+                   z_scale, _grad_scale(mean, denominator), loss, grad,
+                   min(x.shape[0], threads * _BLOCKS_PER_THREAD))  # fmt: skip
+    return denominator, -1
+
+
+@njit(**OPTIONS)
+def probability_row_weights(z, w, mask, has_mask, out):
+    """Each row's weight in the mean's denominator for probability targets and class weights
+    ``w``: ``sum_c w_c z_c`` in float64 (the products are exact for float32 inputs), summed in
+    class order, 0 where ``mask`` (if ``has_mask``) does not count the row; into ``out``."""
+    for i in range(z.shape[0]):
+        total = 0.0
+        if not has_mask or mask[i]:
+            zs = z[i]
+            for c in range(zs.size):
+                total += np.float64(w[c]) * np.float64(zs[c])
+        out[i] = total
+    return out
+
+
 def run(
     x: np.ndarray,
     labels: np.ndarray,
@@ -234,4 +269,4 @@ def run(
 
 
 # int64_labels: the labels as the kernels read them, for the host side (``_losses.training``).
-__all__ = ["index_denominator", "int64_labels", "run"]
+__all__ = ["fused", "index_denominator", "int64_labels", "probability_row_weights", "run"]
