@@ -1,5 +1,6 @@
-"""The reduced JAX training losses on CPU by the fused kernel (``_autodiff.jax_training``: a
-``pure_callback`` in a ``custom_jvp``) against the composed path they replace.
+"""The reduced JAX training losses on CPU by the fused kernel (``_autodiff.jax_training``: an
+XLA FFI custom call, ``_autodiff.jax_ffi``, in a ``custom_jvp``) against the composed path they
+replace, and bit for bit against the NumPy fused path.
 
 The lean path is the public function (``_api.training`` hands JAX logits to
 ``jax_training.reduced``); the reference is the same call inside ``logitloss.reference_path()``
@@ -26,7 +27,7 @@ jnp = jax.numpy
 jax_training = pytest.importorskip("logitloss._autodiff.jax_training")
 
 mp.mp.dps = 50
-N, C = 24, 16  # 384 logits: above jax_training.CALLBACK_MIN
+N, C = 24, 16  # 384 logits
 
 
 def _inputs(n: int = N, c: int = C, *, seed: int) -> dict[str, np.ndarray]:
@@ -178,11 +179,12 @@ def test_the_callback_is_taken_where_it_applies() -> None:
         assert _uses_callback(jax.grad(fn), x)
         with logitloss.reference_path():
             assert not _uses_callback(jax.grad(fn), x)
-    # Small inputs (a callback costs more than XLA's whole computation) and unreduced losses
-    # keep the composed path.
+    # Small inputs take it too (the custom call costs less than XLA's composed computation);
+    # empty ones and unreduced losses keep the composed path.
     small = x[:4, :4]
-    assert small.size < jax_training.CALLBACK_MIN
-    assert not _uses_callback(lambda a: logitloss.cross_entropy(a, labels[:4] % 4), small)
+    assert _uses_callback(lambda a: logitloss.cross_entropy(a, labels[:4] % 4), small)
+    assert x[:0].size < jax_training.CALLBACK_MIN
+    assert not _uses_callback(lambda a: logitloss.cross_entropy(a, labels[:0]), x[:0])
     assert not _uses_callback(lambda a: logitloss.cross_entropy(a, labels, reduction="none"), x)
 
 
@@ -376,3 +378,151 @@ def test_binary_cross_entropy_against_mpmath() -> None:
             a, jnp.asarray(z), pos_weight=jnp.asarray(q), weight=jnp.asarray(w),
             label_smoothing=eps, reduction=red))(jnp.asarray(x))  # fmt: skip
         assert abs(float(got) - float(expected)) <= np.spacing(np.float32(float(expected))), red
+
+
+# --- the XLA FFI handlers against the NumPy fused path, bit for bit ---------------------------
+
+jax_ffi = pytest.importorskip("logitloss._autodiff.jax_ffi")
+from logitloss._losses import training as fused  # noqa: E402
+
+# Each (dtype, x64) case; index labels are int64 with x64, int32 without.
+FFI_DTYPES = [("float32", False), ("float32", True), ("float64", True), ("float16", False),
+              ("bfloat16", False)]  # fmt: skip
+# Below and above runtime.PARALLEL_MIN (65536) logits; (8192, 10) also groups short rows.
+FFI_SIZES = [(24, 16), (8192, 10)]
+
+
+def _numpy(a: Any) -> Any:
+    """A writeable NumPy copy: the kernels' variant for writeable arrays, the one the handlers
+    link (``runtime.call`` keys a kernel's compilation by dtype alone, so a read-only variant
+    compiled after it is compiled without the kernels' LLVM options, and may round its sums
+    differently; that is the NumPy path's own matter)."""
+    return None if a is None else np.array(a)
+
+
+def _same(got: tuple, want: Any, dtype: Any, what: Any) -> None:
+    value, grad = (np.asarray(a) for a in got)
+    assert value.dtype == grad.dtype == dtype, what
+    expected = np.asarray(want.value, dtype)
+    assert value.tobytes() == expected.tobytes(), (what, value, expected)
+    assert grad.tobytes() == np.asarray(want.grad, dtype).tobytes(), what
+
+
+def _ffi_cases(n_all: int, seed: int) -> list:
+    """The full product for the first case, a sample of the options for the others."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i, ((dtype, x64), size) in enumerate(itertools.product(FFI_DTYPES, FFI_SIZES)):
+        picks = range(n_all) if i == 0 else rng.choice(n_all, 6, replace=False)
+        cases += [(dtype, x64, size, int(k)) for k in picks]
+    return cases
+
+
+def test_ffi_cross_entropy_is_the_numpy_path_bit_for_bit() -> None:
+    for dtype, x64, (n, c), k in _ffi_cases(len(CE_OPTIONS), seed=20):
+        kind, weighted, masked, eps, zl, red = CE_OPTIONS[k]
+        d = _inputs(n, c, seed=k)
+        with jax.enable_x64(x64):
+            x = jnp.asarray(d["x"]).astype(dtype)
+            labels = jnp.asarray(d["labels"], jnp.int64 if x64 else jnp.int32)
+            probs = jnp.asarray(d["probs"]).astype(dtype)
+            w = jnp.asarray(d["w"]).astype(dtype) if weighted else None
+            mask = jnp.asarray(d["mask"]) if masked else None
+            operands = (labels, None, w, mask) if kind == "index" else (None, probs, w, mask)
+            options = {"axis": -1, "ignore_index": -100, "smoothing": eps, "z_scale": zl,
+                       "reduction": red}  # fmt: skip
+            got = jax_ffi.cross_entropy(x, *operands, **options)
+            want = fused.reduced("cross_entropy", _numpy(x), tuple(map(_numpy, operands)), options)
+            _same(got, want, x.dtype, (dtype, x64, n, CE_OPTIONS[k]))
+
+
+BCE_FFI_OPTIONS = list(itertools.product(
+    [None, "class", "single", "full"], [False, True], [False, True], [0.0, 0.2], ["mean", "sum"]
+))  # fmt: skip
+
+
+def test_ffi_binary_cross_entropy_is_the_numpy_path_bit_for_bit() -> None:
+    for dtype, x64, (n, c), k in _ffi_cases(len(BCE_FFI_OPTIONS), seed=21):
+        q_kind, weighted, masked, eps, red = BCE_FFI_OPTIONS[k]
+        d = _inputs(n, c, seed=k)
+        with jax.enable_x64(x64):
+            x = jnp.asarray(d["x"]).astype(dtype)
+            z = jnp.asarray(d["z"]).astype(dtype)
+            q = {None: None, "class": d["q"], "single": d["q"][:1], "full": d["ew"] + 0.5}[q_kind]
+            q = None if q is None else jnp.asarray(q).astype(dtype)
+            w = jnp.asarray(d["ew"]).astype(dtype) if weighted else None
+            if masked:
+                emask = jnp.asarray(d["emask"])
+                w = emask.astype(dtype) if w is None else jnp.where(emask, w, 0).astype(dtype)
+            options = {"smoothing": eps, "reduction": red}
+            got = jax_ffi.binary_cross_entropy(x, z, q, w, **options)
+            operands = tuple(map(_numpy, (z, q, w)))
+            want = fused.reduced("binary_cross_entropy", _numpy(x), operands, options)
+            _same(got, want, x.dtype, (dtype, x64, n, BCE_FFI_OPTIONS[k]))
+
+
+def test_ffi_class_axis_not_last_and_bad_labels() -> None:
+    """Classes on axis 1, index and probability targets, bit for bit; labels out of range:
+    the NumPy path's ValueError, the handler's NaN value and gradient."""
+    rng = np.random.default_rng(22)
+    x = jnp.asarray((rng.standard_normal((3, 16, 8)) * 2).astype(np.float32))
+    labels = jnp.asarray(rng.integers(0, 16, (3, 8)), jnp.int32)
+    probs = jnp.asarray(rng.dirichlet(np.ones(16), (3, 8)).transpose(0, 2, 1), jnp.float32)
+    w = jnp.asarray(rng.uniform(0.5, 2, 16), jnp.float32)
+    options = {"axis": 1, "ignore_index": -1, "smoothing": 0.1, "z_scale": 0.01,
+               "reduction": "mean"}  # fmt: skip
+    for operands in ((labels, None, w, None), (None, probs, w, None)):
+        got = jax.jit(lambda a, o=operands: jax_ffi.cross_entropy(a, *o, **options))(x)
+        want = fused.reduced("cross_entropy", _numpy(x), tuple(map(_numpy, operands)), options)
+        _same(got, want, np.float32, "axis 1")
+    bad = labels.at[1, 2].set(16)
+    with pytest.raises(ValueError, match="must lie in"):
+        fused.reduced("cross_entropy", np.asarray(x), (np.asarray(bad), None, None, None), options)
+    value, grad = jax_ffi.cross_entropy(x, bad, None, None, None, **options)
+    assert np.isnan(value) and np.isnan(np.asarray(grad)).all()
+
+
+def test_ffi_reads_the_call_frame_where_xla_writes_it() -> None:
+    """The probe handler writes back the counts, each argument's dtype, rank and dims, and an
+    array attribute: a wrong offset in ``_kernels.xla_ffi`` reads something else. A handler
+    given an operand of the wrong dtype answers with XLA's error and its message (the error's
+    constructor found in the API struct)."""
+    from logitloss._kernels import xla_ffi
+
+    out = jax.ShapeDtypeStruct((64,), jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+    with jax.enable_x64(True):
+        out = jax.ShapeDtypeStruct((64,), jnp.int64)
+        a = jnp.zeros((3, 5, 7), jnp.float32)
+        b = jnp.zeros((11,), jnp.bool_)
+        c = jnp.zeros((), jnp.float64)
+        d = jnp.zeros((2, 13), jnp.int32)
+        attribute = np.array([42, -5, 1 << 40], np.int64)
+        call = jax.ffi.ffi_call(jax_ffi.probe_target(), out)
+        got = np.asarray(call(a, b, c, d, values=attribute))
+    expected = [4, 1, 1, xla_ffi.F32, 3, 3, 5, 7, xla_ffi.PRED, 1, 11, xla_ffi.F64, 0,
+                xla_ffi.S32, 2, 2, 13, 42, -5, 1 << 40]  # fmt: skip
+    assert got[: len(expected)].tolist() == expected
+    assert (got[len(expected) :] == -7).all()
+    name = jax_ffi.target("cross_entropy", np.float32, np.int32)
+    shapes = (jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct((4, 3), jnp.float32))
+    wrong = jax.ffi.ffi_call(name, shapes)
+    with pytest.raises(Exception, match="unexpected dtype"):
+        jax.block_until_ready(wrong(
+            jnp.zeros((4, 3), jnp.float32), jnp.zeros((4,), jnp.float32),
+            jnp.zeros((0,), jnp.float32), jnp.zeros((0,), bool),
+            ints=np.array([-100, 1, 1, 0], np.int64), reals=np.array([0.0, 0.0])))  # fmt: skip
+
+
+def test_host_sums_are_numpys_and_fsum() -> None:
+    import math
+
+    from logitloss._kernels import host_sums
+
+    rng = np.random.default_rng(23)
+    for n in [0, 1, 7, 8, 9, 127, 128, 129, 1000, 8191, 8193, 20000]:
+        a = rng.standard_normal(n) * np.exp(rng.standard_normal(n) * 5)
+        assert host_sums.numpy_sum(a) == float(np.sum(a)), n
+        f = a.astype(np.float32)
+        assert host_sums.numpy_cast_sum(f) == float(np.sum(f, dtype=np.float64)), n
+        c = np.concatenate([a, -a[::-1] * (1 + 1e-16), [1e300, -1e300, 1e-300]])
+        assert host_sums.fsum(c) == math.fsum(c.tolist()), n
