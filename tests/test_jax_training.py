@@ -489,7 +489,6 @@ def test_ffi_reads_the_call_frame_where_xla_writes_it() -> None:
     constructor found in the API struct)."""
     from logitloss._kernels import xla_ffi
 
-    out = jax.ShapeDtypeStruct((64,), jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
     with jax.enable_x64(True):
         out = jax.ShapeDtypeStruct((64,), jnp.int64)
         a = jnp.zeros((3, 5, 7), jnp.float32)

@@ -9,8 +9,9 @@ inputs, and are traced like any JAX operation (``jit``; ``vmap`` calls the handl
 element, ``vmap_method="sequential"``). The shape work is XLA's, before the call: the class axis
 moved last, float16 and bfloat16 widened to float32 (exact), the operands cast to the logits'
 dtype as ``_losses.training`` does, a row mask broadcast to the rows. The handler then runs the
-NumPy path's own njit functions (``softmax.reduced.fused``, ``logistic.sum_and_grad``: the same
-compiled code, compiled once by ``_kernels.runtime`` with its options) and repeats its host
+NumPy path's own njit functions (``softmax.reduced.fused``, ``logistic.sum_and_grad``, compiled
+by ``_kernels.runtime.call`` for the handler's argument types, and the handler with them, under
+the kernels' LLVM options: the same machine code for the same sums) and repeats its host
 arithmetic without Python: NumPy's pairwise ``np.sum`` and ``math.fsum`` (``_kernels.host_sums``),
 the mean over counted, one rounding of the float64 value to the output dtype (for float16
 directly, for bfloat16 through float32, as NumPy and ml_dtypes round a Python float), written
@@ -462,7 +463,9 @@ def _narrow(x: Any) -> int:
 
 def _threads(size: int) -> int:
     """``runtime.threads_for(size)``, 1 under numba's workqueue layer (not safe to launch from
-    two threads at once, which XLA may do)."""
+    two threads at once, which XLA may do). Read at trace time: a later change of the limit
+    (``torch.set_num_threads``) reaches a jitted function when it is traced again. After
+    :func:`target` (numba's threads launched)."""
     threads = runtime.threads_for(size)
     if threads > 1 and numba.threading_layer() == "workqueue":
         return 1
@@ -554,13 +557,14 @@ def binary_cross_entropy(
             a, kind = jnp.broadcast_to(a, shape), _FULL
         operands.append(a.astype(x.dtype).astype(work).reshape(-1))
         kinds.append(kind)
+    name = target("binary_cross_entropy", work)  # first: numba's threads launched (_threads)
     # The denominator sums the weights as given: in float64 directly, or cast from their dtype.
     wide_weights = w is not None and jnp.dtype(w.dtype) == jnp.dtype(jnp.float64)
     ints = np.array([kinds[0], kinds[1], w is not None, wide_weights, operands[1].size,
                      reduction == "mean", _threads(size), _narrow(x)], np.int64)  # fmt: skip
     reals = np.array([smoothing], np.float64)
     shapes = (jax.ShapeDtypeStruct((), work), jax.ShapeDtypeStruct(flat.shape, work))
-    call = jax.ffi.ffi_call(target("binary_cross_entropy", work), shapes, vmap_method=vmap_method)
+    call = jax.ffi.ffi_call(name, shapes, vmap_method=vmap_method)
     value, grad = call(flat, zf, *operands, ints=ints, reals=reals)
     return value.astype(x.dtype), grad.reshape(shape).astype(x.dtype)
 
