@@ -20,7 +20,6 @@ import numpy as np
 
 from .._core import checks, reductions, route
 from .._core.arrays import Array
-from .._kernels import narrow
 
 
 class Reduced(NamedTuple):
@@ -123,6 +122,8 @@ def cross_entropy(
 def _copy(a: np.ndarray, dtype: np.dtype, like: Array) -> np.ndarray:
     """``a`` converted to ``dtype`` (widened exactly, or rounded once), in memory from
     ``route.empty``."""
+    from .._kernels import narrow  # numba's, imported with the kernels
+
     out = route.empty(a.shape, dtype, like)
     return narrow.widen(a, out) if a.itemsize == 2 else narrow.round_into(out, a)
 
