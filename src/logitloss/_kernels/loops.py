@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numba
+import numpy as np
 from numba import prange
 
 from .vector_math import is_float64
@@ -157,12 +158,24 @@ _ROW_LOOP = """
 def {name}(operands, rows, cols):
     ({fields},) = operands
     wide = is_float64({first})
-    for r in prange(rows):
-        body({fields}, r, cols, wide)
+    per_block = rows_per_block(rows)
+    for b in prange((rows + per_block - 1) // per_block):
+        scratch = np.empty(cols if {scratch} else 0)
+        for r in range(b * per_block, min(rows, (b + 1) * per_block)):
+            body({fields}, r, cols, wide, scratch)
 """
 
 
-def _pair(template: str, fn: Any, operands_type: Any, tiled: bool) -> KernelPair:
+@numba.njit(**INLINE)
+def rows_per_block(rows):
+    """Rows of a row loop's block, which allocates its float64 scratch row once: up to 16, and
+    blocks enough to share among the threads (each chunk numba hands out is a few blocks)."""
+    return max(1, min(16, rows // 64))
+
+
+def _pair(
+    template: str, fn: Any, operands_type: Any, tiled: bool, scratch: bool = False
+) -> KernelPair:
     """The serial and parallel kernels: ``template`` for ``fn`` (a dispatcher) and its operands,
     named ``<fn>_serial`` and ``<fn>_parallel``, compiled as code of ``fn``'s file and line."""
     fields = operands_type._fields
@@ -173,9 +186,12 @@ def _pair(template: str, fn: Any, operands_type: Any, tiled: bool) -> KernelPair
     kernels = []
     for suffix, parallel in (("serial", False), ("parallel", True)):
         name = f"{fn.__name__}_{suffix}"
-        text = template.format(name=name, fields=", ".join(fields), first=fields[0])
+        text = template.format(
+            name=name, fields=", ".join(fields), first=fields[0], scratch=scratch
+        )
         namespace = {"__name__": fn.py_func.__module__, "body": fn}
-        namespace |= {"prange": prange, "is_float64": is_float64}
+        namespace |= {"prange": prange, "is_float64": is_float64, "np": np}
+        namespace |= {"rows_per_block": rows_per_block}
         exec(compile(text, source.co_filename, "exec"), namespace)
         loop = namespace[name]
         loop.__code__ = loop.__code__.replace(co_firstlineno=source.co_firstlineno)
@@ -193,8 +209,14 @@ def over_tiles(operands_type: Any) -> Callable[[Callable[..., None]], KernelPair
     return lambda fn: _pair(_TILE_LOOP, numba.njit(**INLINE)(fn), operands_type, tiled=True)
 
 
-def over_rows(operands_type: Any) -> Callable[[Callable[..., None]], KernelPair]:
-    """Decorator: the kernels over rows around ``fn(<operands>, r, cols, wide)``, compiled
-    apart (inlined, its inner loops' running sums would be taken by numba's parfor pass for
-    reductions of the row loop, which fails); called as ``kernel(ops, rows, cols)``."""
-    return lambda fn: _pair(_ROW_LOOP, numba.njit(**OPTIONS)(fn), operands_type, tiled=False)
+def over_rows(
+    operands_type: Any, *, scratch: bool = False
+) -> Callable[[Callable[..., None]], KernelPair]:
+    """Decorator: the kernels over rows around ``fn(<operands>, r, cols, wide, scratch)``
+    (with ``scratch``, a float64 row of ``cols`` for ``fn``'s use, allocated once per block of
+    rows; else an empty array), compiled apart (inlined, its inner loops' running sums would be
+    taken by numba's parfor pass for reductions of the row loop, which fails); called as
+    ``kernel(ops, rows, cols)``."""
+    return lambda fn: _pair(
+        _ROW_LOOP, numba.njit(**OPTIONS)(fn), operands_type, tiled=False, scratch=scratch
+    )

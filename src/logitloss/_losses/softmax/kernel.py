@@ -36,7 +36,8 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from ..._kernels import drivers, layout
 from ..._kernels.loops import INLINE, ROWS, VALUE, class_row, operands, over_rows
@@ -106,9 +107,36 @@ def _accumulate(hi, lo, value):
     return total, lo + (error if abs(total) < _INF else 0.0)
 
 
+def _block(es, start, stop):
+    """``es[start:stop]``, or None for None (a pass that keeps no exponentials)."""
+
+
+@overload(_block, inline="always")
+def _block_typed(es, start, stop):
+    if isinstance(es, types.NoneType):
+        return lambda es, start, stop: None
+    return lambda es, start, stop: es[start:stop]
+
+
+def _keep(block, j, e):
+    """``block[j] = e``, nothing for None: compiled away in a loss alone."""
+
+
+@overload(_keep, inline="always")
+def _keep_typed(block, j, e):
+    if isinstance(block, types.NoneType):
+        return lambda block, j, e: None
+
+    def store(block, j, e):
+        block[j] = e
+
+    return store
+
+
 @njit(**INLINE)
-def soft_sums(xs, zs, m, exact, precise, subnormal):
-    """Pass 2 for soft labels: ``(small_tail, ties, S, D, zn, first)``.
+def soft_sums(xs, zs, m, exact, precise, subnormal, es):
+    """Pass 2 for soft labels: ``(small_tail, ties, S, D, zn, first)``; each entry's ``e``
+    written into ``es`` unless it is None (for the gradient pass: :func:`soft_grad_row`).
 
     ``small_tail``: sum of ``e`` below the maximum; ``ties``: entries equal to it; ``S``: sum
     of the labels; ``D``: sum of ``z_j (m - x_j) >= 0`` (0 where ``z_j = 0``, also against an
@@ -124,6 +152,7 @@ def soft_sums(xs, zs, m, exact, precise, subnormal):
     for start in range(0, n, _BLOCK):
         bx = xs[start : min(n, start + _BLOCK)]
         bz = zs[start : min(n, start + _BLOCK)]
+        be = _block(es, start, min(n, start + _BLOCK))
         small_tail = 0.0
         total = 0.0
         gaps = 0.0
@@ -132,6 +161,7 @@ def soft_sums(xs, zs, m, exact, precise, subnormal):
             v = np.float64(bx[j])
             zj = np.float64(bz[j])
             hi, e, overflow = exp_diff(v, m, exact, precise, subnormal)
+            _keep(be, j, e)
             is_max = v == m
             small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
             ties = add_reassoc(ties, 1.0 if is_max else 0.0)
@@ -151,18 +181,21 @@ def soft_sums(xs, zs, m, exact, precise, subnormal):
 
 
 @njit(**INLINE)
-def sparse_sums(xs, m, exact, precise, subnormal):
-    """Pass 2 for integer labels: ``(small_tail, ties, first)`` as :func:`soft_sums`."""
+def sparse_sums(xs, m, exact, precise, subnormal, es):
+    """Pass 2 for integer labels: ``(small_tail, ties, first)`` as :func:`soft_sums` (``es``
+    likewise)."""
     tail_hi = tail_lo = 0.0
     ties = 0.0
     n = xs.size
     first = np.float64(n)
     for start in range(0, n, _BLOCK):
         bx = xs[start : min(n, start + _BLOCK)]
+        be = _block(es, start, min(n, start + _BLOCK))
         small_tail = 0.0
         for j in range(bx.size):
             v = np.float64(bx[j])
             _, e, _ = exp_diff(v, m, exact, precise, subnormal)
+            _keep(be, j, e)
             is_max = v == m
             small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
             ties = add_reassoc(ties, 1.0 if is_max else 0.0)
@@ -207,8 +240,10 @@ _TINY_GAP = 2.0**-20
 
 
 @njit(**INLINE)
-def soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide):
-    """Pass 3: ``scale * d loss / d x_j`` for a row with a limit; mirrors
+def soft_grad_row(xs, zs, es, gs, m, small_tail, ties, total, below, first, scale, wide):
+    """Pass 3: ``scale * d loss / d x_j`` for a row with a limit, from the ``e`` that
+    :func:`soft_sums` kept in ``es`` (exact and precise: one exponential per entry for the
+    loss and its gradient together); mirrors
     ``formula.softmax_grad_logits``: ``S e_j / (c + t) - z_j`` below the maximum and
     ``((S_j - z_j (c - 1)) - z_j t) / (c + t)`` at a maximum, ``S_j`` the sum of the other labels
     (for the first maximum summed without it; ``S - z_j`` at the other maxima).
@@ -230,7 +265,9 @@ def soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, w
     for j in range(n):
         v = np.float64(xs[j])
         zj = np.float64(zs[j])
-        hi, e, _ = exp_diff(v, m, True, True, wide)
+        e = es[j]
+        # exp_diff's hi: x_j - m rounded (0 at a maximum), for the near test below.
+        hi = 0.0 if v == m else v - m
         # S e / (c + t) - z as one fused multiply-add of S / (c + t): one rounding fewer than
         # the reference's, no division per element.
         elsewhere = share * e - zj
@@ -292,23 +329,26 @@ def _expm1_diff(v, m, hi):
 
 
 @njit(**INLINE)
-def sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide):
-    """:func:`soft_grad_row` with one-hot labels (``S = 1``, ``z_j = [j == label]``)."""
+def sparse_grad_row(xs, es, gs, label, m, small_tail, ties, first, scale):
+    """:func:`soft_grad_row` with one-hot labels (``S = 1``, ``z_j = [j == label]``), from the
+    ``e`` :func:`sparse_sums` kept in ``es``: ``e_j / (c + t)`` for every entry (a vectorised
+    scaling), then the label's entry and the maxima's (``first``, and the later ties) by their
+    own formulas."""
     n = xs.size
+    reciprocal = 1.0 / (ties + small_tail)
+    for j in range(n):
+        gs[j] = (reciprocal * es[j]) * scale
+    if np.float64(xs[label]) != m:
+        gs[label] = (reciprocal * es[label] - 1.0) * scale
     # The labels' sum but the first maximum's: 1 unless the label is the first maximum.
     others_first = 0.0 if label == first else 1.0
-    denominator = ties + small_tail
-    reciprocal = 1.0 / denominator
     extra_ties = ties - 1.0
-    for j in range(n):
-        v = np.float64(xs[j])
+    for j in range(first, n if ties > 1.0 else first + 1):
+        if j != first and np.float64(xs[j]) != m:
+            continue
         zj = 1.0 if j == label else 0.0
-        _, e, _ = exp_diff(v, m, wide, wide, wide)
-        elsewhere = reciprocal * e - zj
         others = others_first if j == first else 1.0 - zj
-        at_max = ((others - zj * extra_ties) - zj * small_tail) * reciprocal
-        g = at_max if v == m else elsewhere
-        gs[j] = g * scale
+        gs[j] = (((others - zj * extra_ties) - zj * small_tail) * reciprocal) * scale
 
 
 @njit(**INLINE)
@@ -337,50 +377,51 @@ SparseGradOperands = operands(
 
 @over_rows(SoftLossOperands)
 def soft_loss(x, x_offset, x_stride, z, z_offset, z_stride, loss, loss_offset, loss_stride, r,
-              cols, wide):  # fmt: skip
+              cols, wide, scratch):  # fmt: skip
     """The softmax loss of row ``r``."""
     xs = class_row(x, x_offset, x_stride, r, cols)
     zs = class_row(z, z_offset, z_stride, r, cols)
     m = row_max(xs)
-    small_tail, ties, total, gaps, _, _ = soft_sums(xs, zs, m, wide, wide, wide)
+    small_tail, ties, total, gaps, _, _ = soft_sums(xs, zs, m, wide, wide, wide, None)
     loss[loss_offset + r * loss_stride] = soft_row_loss(m, small_tail, ties, total, gaps)
 
 
-@over_rows(SoftGradOperands)
+@over_rows(SoftGradOperands, scratch=True)
 def soft_grad(
     x, x_offset, x_stride, z, z_offset, z_stride, u, u_offset, u_stride, loss, loss_offset,
-    loss_stride, grad, grad_offset, grad_stride, want_loss, r, cols, wide,
+    loss_stride, grad, grad_offset, grad_stride, want_loss, r, cols, wide, scratch,
 ):  # fmt: skip
     """``upstream * d loss / d x`` of row ``r`` (and its loss if ``want_loss``)."""
     xs = class_row(x, x_offset, x_stride, r, cols)
     zs = class_row(z, z_offset, z_stride, r, cols)
     gs = class_row(grad, grad_offset, grad_stride, r, cols)
     m = row_max(xs)
-    small_tail, ties, total, gaps, below, first = soft_sums(xs, zs, m, True, True, wide)
+    es = scratch  # the row's exponentials, from the sums' pass to the gradient's
+    small_tail, ties, total, gaps, below, first = soft_sums(xs, zs, m, True, True, wide, es)
     if want_loss:
         loss[loss_offset + r * loss_stride] = soft_row_loss(m, small_tail, ties, total, gaps)
     if no_limit(m, small_tail, ties):
         fill_nan(gs)
     else:
         scale = np.float64(u[u_offset + r * u_stride])
-        soft_grad_row(xs, zs, gs, m, small_tail, ties, total, below, first, scale, wide)
+        soft_grad_row(xs, zs, es, gs, m, small_tail, ties, total, below, first, scale, wide)
 
 
 @over_rows(SparseLossOperands)
 def sparse_loss(x, x_offset, x_stride, labels, labels_offset, labels_stride, loss, loss_offset,
-                loss_stride, r, cols, wide):  # fmt: skip
+                loss_stride, r, cols, wide, scratch):  # fmt: skip
     """The sparse softmax loss of row ``r``."""
     xs = class_row(x, x_offset, x_stride, r, cols)
     label = labels[labels_offset + r * labels_stride]
     m = row_max(xs)
-    small_tail, ties, _ = sparse_sums(xs, m, wide, wide, wide)
+    small_tail, ties, _ = sparse_sums(xs, m, wide, wide, wide, None)
     loss[loss_offset + r * loss_stride] = sparse_row_loss(xs, label, m, small_tail, ties, wide)
 
 
-@over_rows(SparseGradOperands)
+@over_rows(SparseGradOperands, scratch=True)
 def sparse_grad(
     x, x_offset, x_stride, labels, labels_offset, labels_stride, u, u_offset, u_stride, loss,
-    loss_offset, loss_stride, grad, grad_offset, grad_stride, want_loss, r, cols, wide,
+    loss_offset, loss_stride, grad, grad_offset, grad_stride, want_loss, r, cols, wide, scratch,
 ):  # fmt: skip
     """``upstream * d loss / d x`` of row ``r`` for integer labels (and its loss if
     ``want_loss``)."""
@@ -391,14 +432,15 @@ def sparse_grad(
     # Narrow inputs: the loss kernel's float32-sized exp suffices here too. With one-hot labels
     # the only cancelling entry is the maximum's, formed from the tail sum (relative error
     # 2^-28 there, as everywhere else); the soft-label gradient needs the precise exp instead.
-    small_tail, ties, first = sparse_sums(xs, m, wide, wide, wide)
+    es = scratch
+    small_tail, ties, first = sparse_sums(xs, m, wide, wide, wide, es)
     if want_loss:
         loss[loss_offset + r * loss_stride] = sparse_row_loss(xs, label, m, small_tail, ties, wide)
     if label < 0 or label >= cols or no_limit(m, small_tail, ties):
         fill_nan(gs)
     else:
         scale = np.float64(u[u_offset + r * u_stride])
-        sparse_grad_row(xs, gs, label, m, small_tail, ties, first, scale, wide)
+        sparse_grad_row(xs, es, gs, label, m, small_tail, ties, first, scale)
 
 
 # --- Entry points: operands checked, laid out as rows, launched ------------------------------

@@ -31,7 +31,6 @@ from ..._kernels import runtime
 from ..._kernels.loops import OPTIONS
 from ..._kernels.vector_math import is_float64
 from .kernel import (
-    exp_diff,
     fill_nan,
     int64_labels,
     no_limit,
@@ -76,6 +75,8 @@ def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
     # The effective labels of a row, and its float64 gradient where the z-loss adds to it.
     targets = np.empty(0 if plain else cols)
     wide_grad = np.empty(cols if z_scale != 0.0 else 0)
+    # Each entry's e^(x_j - m), kept by the sums' pass for the gradient's.
+    exps = np.empty(cols)
     for i in range(start, stop):
         xs = x[i]
         gs = grad[i]
@@ -94,14 +95,14 @@ def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
         m = row_max(xs)
         if plain:
             r = w[y] if has_w else 1.0
-            small_tail, ties, first = sparse_sums(xs, m, wide, wide, wide)
+            small_tail, ties, first = sparse_sums(xs, m, wide, wide, wide, exps)
             if no_limit(m, small_tail, ties):
                 loss[i] = _NAN
                 fill_nan(gs)
                 continue
             value = sparse_row_loss(xs, y, m, small_tail, ties, wide)
             loss[i] = 0.0 if r == 0.0 else r * value
-            sparse_grad_row(xs, gs, y, m, small_tail, ties, first, r * grad_scale, wide)
+            sparse_grad_row(xs, exps, gs, y, m, small_tail, ties, first, r * grad_scale)
             continue
         r = 0.0
         if soft:
@@ -118,7 +119,8 @@ def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
             for j in range(cols):
                 targets[j] = spread * (w[j] if has_w else 1.0)
             targets[y] += keep * r
-        small_tail, ties, total, gaps, below, first = soft_sums(xs, targets, m, True, True, wide)
+        small_tail, ties, total, gaps, below, first = soft_sums(xs, targets, m, True, True, wide,
+                                                               exps)  # fmt: skip
         if no_limit(m, small_tail, ties):
             loss[i] = _NAN
             fill_nan(gs)
@@ -126,21 +128,19 @@ def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
         value = soft_row_loss(m, small_tail, ties, total, gaps)
         if z_scale == 0.0:
             loss[i] = value
-            soft_grad_row(xs, targets, gs, m, small_tail, ties, total, below, first, grad_scale,
-                          wide)  # fmt: skip
+            soft_grad_row(xs, targets, exps, gs, m, small_tail, ties, total, below, first,
+                          grad_scale, wide)  # fmt: skip
             continue
         # z-loss: lambda r lse^2, lse = m + log(sum_j e^(x_j - m)); its derivative 2 lambda r
         # lse p_j joins the softmax gradient in float64, rounded once.
         lse = m + math.log1p(small_tail + (ties - 1.0))
         weight = z_scale * r
         loss[i] = value + (0.0 if weight == 0.0 else weight * (lse * lse))
-        soft_grad_row(xs, targets, wide_grad, m, small_tail, ties, total, below, first, 1.0,
-                      wide)  # fmt: skip
+        soft_grad_row(xs, targets, exps, wide_grad, m, small_tail, ties, total, below, first,
+                      1.0, wide)  # fmt: skip
         share = 0.0 if weight == 0.0 else 2.0 * weight * lse / (ties + small_tail)
         for j in range(cols):
-            v = np.float64(xs[j])
-            _, e, _ = exp_diff(v, m, True, True, wide)
-            gs[j] = (wide_grad[j] + share * e) * grad_scale
+            gs[j] = (wide_grad[j] + share * exps[j]) * grad_scale
 
 
 @njit(**OPTIONS)
