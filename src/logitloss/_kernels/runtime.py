@@ -111,6 +111,7 @@ def call(kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         _choose_threading_layer()
         with _compiling():
             kernel.compile(tuple(numba.typeof(a) for a in args))
+        _compile_later_with_options(kernel)
         with _state_lock:
             _prepared.add((kernel, key))
     parallel = kernel.targetoptions.get("parallel", False)
@@ -125,6 +126,25 @@ def call(kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         finally:
             numba.set_num_threads(threads)
             numba.set_parallel_chunksize(previous)
+
+
+def _compile_later_with_options(kernel: Any) -> None:
+    """Have numba compile ``kernel`` with our LLVM options also when a call brings argument
+    types ``key`` did not tell apart (a read-only array where a writeable one was compiled,
+    another memory layout): numba then compiles on its own, in the call. Without this, that
+    version missed the options: its reassociated sums vectorised, and rounded, otherwise
+    (float64 cross-entropy gradients 1-2 ULP apart between read-only and writeable logits)."""
+    compile_for_args = getattr(kernel, "_compile_for_args", None)
+    if compile_for_args is None or getattr(compile_for_args, "with_options", False):
+        return
+
+    def with_options(*args: Any, **kwargs: Any) -> Any:
+        with _compiling():
+            return compile_for_args(*args, **kwargs)
+
+    with_options.with_options = True  # type: ignore[attr-defined]
+    # numba's dispatcher looks the method up on the instance for every new signature.
+    kernel._compile_for_args = with_options
 
 
 @contextlib.contextmanager
