@@ -393,11 +393,10 @@ FFI_SIZES = [(24, 16), (8192, 10)]
 
 
 def _numpy(a: Any) -> Any:
-    """A writeable NumPy copy: the kernels' variant for writeable arrays, the one the handlers
-    link (``runtime.call`` keys a kernel's compilation by dtype alone, so a read-only variant
-    compiled after it is compiled without the kernels' LLVM options, and may round its sums
-    differently; that is the NumPy path's own matter)."""
-    return None if a is None else np.array(a)
+    """The JAX array's NumPy view (read-only): the NumPy path's kernels for read-only arrays,
+    where the handlers link the writeable variant; ``runtime`` compiles both with the same
+    LLVM options, so they round alike."""
+    return None if a is None else np.asarray(a)
 
 
 def _same(got: tuple, want: Any, dtype: Any, what: Any) -> None:
