@@ -164,13 +164,9 @@ def _cross_entropy_handler(x_type: Any, label_type: Any, soft: bool) -> Any:
 
     def handler(frame_pointer):  # type: ignore[no-untyped-def]
         frame = xla_ffi.address(frame_pointer)
-        if xla_ffi.metadata_query(frame):
-            return xla_ffi.answer_metadata(frame)
-        if not xla_ffi.executing(frame):
-            return xla_ffi.error(frame, xla_ffi.WRONG_STAGE)
-        nargs, nrets, nattrs = xla_ffi.counts(frame)
-        if nargs != 4 or nrets != 2 or nattrs != 2:
-            return xla_ffi.error(frame, xla_ffi.WRONG_COUNT)
+        done, result = xla_ffi.begin(frame, 4, 2, 2)
+        if done:
+            return result
         xb, tb = xla_ffi.arg(frame, 0), xla_ffi.arg(frame, 1)
         wb, mb = xla_ffi.arg(frame, 2), xla_ffi.arg(frame, 3)
         vb, gb = xla_ffi.ret(frame, 0), xla_ffi.ret(frame, 1)
@@ -290,13 +286,9 @@ def _binary_cross_entropy_handler(x_type: Any) -> Any:
 
     def handler(frame_pointer):  # type: ignore[no-untyped-def]
         frame = xla_ffi.address(frame_pointer)
-        if xla_ffi.metadata_query(frame):
-            return xla_ffi.answer_metadata(frame)
-        if not xla_ffi.executing(frame):
-            return xla_ffi.error(frame, xla_ffi.WRONG_STAGE)
-        nargs, nrets, nattrs = xla_ffi.counts(frame)
-        if nargs != 4 or nrets != 2 or nattrs != 2:
-            return xla_ffi.error(frame, xla_ffi.WRONG_COUNT)
+        done, result = xla_ffi.begin(frame, 4, 2, 2)
+        if done:
+            return result
         xb, zb = xla_ffi.arg(frame, 0), xla_ffi.arg(frame, 1)
         qb, wb = xla_ffi.arg(frame, 2), xla_ffi.arg(frame, 3)
         vb, gb = xla_ffi.ret(frame, 0), xla_ffi.ret(frame, 1)

@@ -223,6 +223,21 @@ def counts(frame):
 
 
 @njit(inline="always")
+def begin(frame, nargs, nrets, nattrs):
+    """Every handler's start: ``(done, result)``; ``done`` where the handler must return
+    ``result`` at once (XLA's metadata query answered, an error for another stage or for other
+    counts of arguments, results and attributes than ``nargs``, ``nrets``, ``nattrs``)."""
+    if metadata_query(frame):
+        return True, answer_metadata(frame)
+    if not executing(frame):
+        return True, error(frame, WRONG_STAGE)
+    n_args, n_rets, n_attrs = counts(frame)
+    if n_args != nargs or n_rets != nrets or n_attrs != nattrs:
+        return True, error(frame, WRONG_COUNT)
+    return False, success()
+
+
+@njit(inline="always")
 def arg(frame, i):
     """The address of argument ``i``'s ``XLA_FFI_Buffer`` (every argument is a buffer here)."""
     return _i64(_i64(frame + _FRAME_ARGS + _LIST_ITEMS) + 8 * i)
@@ -340,6 +355,7 @@ __all__ = [
     "answer_metadata",
     "arg",
     "array_attr",
+    "begin",
     "code_of",
     "counts",
     "data",
