@@ -47,23 +47,27 @@ def _plain_step(reduction: str, x: Any, *others: Any) -> bool:
     return (
         reduction != "none"
         and type(x) is torch.Tensor
-        and x.dtype in _STEP_DTYPES
-        and x.device.type == "cpu"
         and x.requires_grad
+        and x.is_cpu
+        and x.dtype in _STEP_DTYPES
         and torch.is_grad_enabled()
-        and all(t is None or _plain_operand(t, x.dtype) for t in others)
+        and _plain_operands(others, x.dtype)
         and torch_training.eager_kernels_take(x)
     )
 
 
-def _plain_operand(t: Any, dtype: torch.dtype) -> bool:
-    """Labels, weights: CPU tensors of the logits' dtype (or int64 labels), no gradient."""
-    return (
-        type(t) in _TENSORS
-        and t.device.type == "cpu"
-        and not t.requires_grad
-        and (t.dtype == dtype or t.dtype == torch.int64)
-    )
+def _plain_operands(operands: tuple, dtype: torch.dtype) -> bool:
+    """Labels, weights (None or): CPU tensors of the logits' dtype (or int64 labels), no
+    gradient."""
+    for t in operands:
+        if t is not None and not (
+            type(t) in _TENSORS
+            and t.is_cpu
+            and not t.requires_grad
+            and (t.dtype == dtype or t.dtype == torch.int64)
+        ):
+            return False
+    return True
 
 
 _STEP_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -129,14 +133,16 @@ class BCEWithLogitsLoss(torch.nn.Module):
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if _plain_step(self.reduction, input, target, self.weight, self.pos_weight) and (
+        # Buffers are read through nn.Module.__getattr__ (a microsecond each): once.
+        weight, pos_weight = self.weight, self.pos_weight
+        if _plain_step(self.reduction, input, target, weight, pos_weight) and (
             target.shape == input.shape
             and target.dtype == input.dtype
-            and (self.weight is None or self.weight.shape == input.shape[-1:])
-            and (self.pos_weight is None or self.pos_weight.shape == input.shape[-1:])
+            and (weight is None or weight.shape == input.shape[-1:])
+            and (pos_weight is None or pos_weight.shape == input.shape[-1:])
         ):
             options = {"smoothing": self.label_smoothing, "reduction": self.reduction}
-            operands = (target, self.pos_weight, self.weight)
+            operands = (target, pos_weight, weight)
             return torch_training.reduced(
                 "binary_cross_entropy", input, operands, options, self._full
             )
@@ -219,19 +225,20 @@ class CrossEntropyLoss(torch.nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = self.weight  # a buffer: read through nn.Module.__getattr__, once
         if (
-            _plain_step(self.reduction, input, target, self.weight)
+            _plain_step(self.reduction, input, target, weight)
             and input.ndim == 2
             and target.ndim == 1
             and target.dtype == torch.int64
             and target.shape[0] == input.shape[0]
             and input.shape[1] > 0
-            and (self.weight is None or self.weight.shape == input.shape[1:])
+            and (weight is None or weight.shape == input.shape[1:])
         ):
             options = {"axis": 1, "ignore_index": self.ignore_index,
                        "smoothing": self.label_smoothing, "z_scale": self.z_loss,
                        "reduction": self.reduction}  # fmt: skip
-            operands = (target, None, self.weight, None)
+            operands = (target, None, weight, None)
             return torch_training.reduced("cross_entropy", input, operands, options, self._full)
         return self._full(input, target)
 

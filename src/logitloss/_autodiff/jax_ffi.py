@@ -9,11 +9,11 @@ inputs, and are traced like any JAX operation (``jit``; ``vmap`` calls the handl
 element, ``vmap_method="sequential"``). The shape work is XLA's, before the call: the class axis
 moved last, float16 and bfloat16 widened to float32 (exact), the operands cast to the logits'
 dtype as ``_losses.training`` does, a row mask broadcast to the rows. The handler then runs the
-NumPy path's own njit functions (``softmax.reduced.fused``, ``logistic.sum_and_grad``, compiled
-by ``_kernels.runtime.call`` for the handler's argument types, and the handler with them, under
-the kernels' LLVM options: the same machine code for the same sums) and repeats its host
-arithmetic without Python: NumPy's pairwise ``np.sum`` and ``math.fsum`` (``_kernels.host_sums``),
-the mean over counted, one rounding of the float64 value to the output dtype (for float16
+NumPy path's own compiled entries (``softmax.reduced.fused``, ``logistic.reduced.fused``: the
+rows or tiles, the sums, the mean; compiled by ``_kernels.runtime.call`` for the handler's
+argument types, and the handler with them, under the kernels' LLVM options: the same machine
+code for the same sums), the probability targets' denominator as NumPy sums it
+(``_kernels.host_sums``), and rounds the float64 value once to the output dtype (for float16
 directly, for bfloat16 through float32, as NumPy and ml_dtypes round a Python float), written
 in float32 there and converted exactly by XLA.
 
@@ -51,25 +51,17 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._kernels import host_sums, runtime, xla_ffi
-from .._losses.logistic import kernel as logistic
+from .._losses.logistic import reduced as logistic
 from .._losses.softmax import reduced as softmax
 
 # Module globals, for the handlers (numba freezes them at compilation; a dispatcher is found by
 # name there, which keeps the handlers' closures picklable for numba's cache).
-_bce_serial = logistic.sum_and_grad.serial
-_bce_parallel = logistic.sum_and_grad.parallel
-_BceOperands = logistic.SumGradOperands
-_TILE = runtime.TILE
-_PARALLEL_MIN = runtime.PARALLEL_MIN
 _CHUNK_TILES = runtime.CHUNK_TILES
 _NAN = math.nan
 
 # How the handler rounds the float64 value: to the output dtype itself, or first to float16 /
 # bfloat16 (the output is then float32 holding that value exactly).
 _WIDE, _FLOAT16, _BFLOAT16 = 0, 1, 2
-# The kind of a binary cross-entropy operand that broadcasts to the logits (layout's
-# "single", "class", "full" of its contiguous plan).
-_SINGLE, _CLASS, _FULL = 0, 1, 2
 
 _lock = threading.Lock()
 _registered: dict[str, Any] = {}
@@ -210,14 +202,13 @@ def _cross_entropy_handler(x_type: Any, label_type: Any, soft: bool) -> Any:
         else:
             z = np.empty((0, c), x_type)
             labels = carray(xla_ffi.data(tb), n, label_type)
-        loss = np.empty(n)
         if threads > 1:
             previous = _get_num_threads()
             _set_num_threads(threads)
             chunk = _set_parallel_chunksize(_CHUNK_TILES)
-        denominator, bad = softmax.fused(x, labels, z, w, has_w, mask, has_mask, ignore_index,
-                                         soft, smoothing, z_scale, mean, denominator, loss, grad,
-                                         threads)  # fmt: skip
+        result, _, bad = softmax.fused(x, labels, z, w, has_w, mask, has_mask, ignore_index,
+                                       soft, smoothing, z_scale, mean, denominator, grad,
+                                       threads)  # fmt: skip
         if threads > 1:
             _set_parallel_chunksize(chunk)
             _set_num_threads(previous)
@@ -226,8 +217,6 @@ def _cross_entropy_handler(x_type: Any, label_type: Any, soft: bool) -> Any:
             value[0] = _NAN
             grad[:] = _NAN
             return xla_ffi.success()
-        total = host_sums.numpy_sum(loss)
-        result = host_sums.counted_mean(total, denominator) if mean else total
         value[0] = _rounded(result, narrow)
         return xla_ffi.success()
 
@@ -235,44 +224,6 @@ def _cross_entropy_handler(x_type: Any, label_type: Any, soft: bool) -> Any:
 
 
 # --- binary_cross_entropy ---------------------------------------------------------------------
-
-
-@numba.njit(error_model="numpy")
-def _bce_piece(x, z, q, q_kind, w, w_kind, a, b, scale, grad, rows, cols, k, threads):
-    """``logistic_loss_sum_and_grad``'s launch of one piece of ``drivers.tiles`` (the
-    contiguous plan's rows of ``cols``, or ``k`` of them grouped as one row, ``k > 1``):
-    the operands as ``layout`` describes them, the serial or the parallel kernel by size;
-    returns the tiles' partial sums. ``x``, ``z`` and ``grad`` start at the piece."""
-    length = cols * k
-    # The row stride of the operands that vary everywhere (read only past the first row).
-    stride = length
-    q_base, q_stride, q_varies = q, 0, q_kind != _SINGLE
-    if q_kind == _FULL:
-        q_stride = stride
-    elif q_kind == _CLASS and k > 1:
-        q_base = _tile(q, k)
-    w_base, w_stride, w_varies = w, 0, w_kind != _SINGLE
-    if w_kind == _FULL:
-        w_stride = stride
-    elif w_kind == _CLASS and k > 1:
-        w_base = _tile(w, k)
-    partial = np.empty((rows * ((length + _TILE - 1) // _TILE), 2))
-    ops = _BceOperands(x, stride, z, stride, q_base, q_stride, q_varies, w_base, w_stride,
-                       w_varies, a, b, scale, grad, stride, partial)  # fmt: skip
-    if threads > 1 and rows * length >= _PARALLEL_MIN:
-        _bce_parallel(ops, rows, length, _TILE)
-    else:
-        _bce_serial(ops, rows, length, _TILE)
-    return partial
-
-
-@numba.njit(error_model="numpy")
-def _tile(a, k):
-    """``np.tile(a, k)`` (``layout.group_rows``'s per-class operand of grouped rows)."""
-    out = np.empty(a.size * k, a.dtype)
-    for i in range(k):
-        out[i * a.size : (i + 1) * a.size] = a
-    return out
 
 
 def _binary_cross_entropy_handler(x_type: Any) -> Any:
@@ -312,55 +263,21 @@ def _binary_cross_entropy_handler(x_type: Any) -> Any:
                 or xla_ffi.size(qb) != kind_size[q_kind] or xla_ffi.size(wb) != kind_size[w_kind]
                 or (weighted and xla_ffi.size(wb) != w_size)):  # fmt: skip
             return xla_ffi.error(frame, xla_ffi.WRONG_SHAPE)
-        x = carray(xla_ffi.data(xb), size, x_type)
-        z = carray(xla_ffi.data(zb), size, x_type)
+        x = carray(xla_ffi.data(xb), (rows, cols), x_type)
+        z = carray(xla_ffi.data(zb), (rows, cols), x_type)
         q = carray(xla_ffi.data(qb), xla_ffi.size(qb), x_type)
         w = carray(xla_ffi.data(wb), xla_ffi.size(wb), x_type)
-        grad = carray(xla_ffi.data(gb), size, x_type)
+        grad = carray(xla_ffi.data(gb), (rows, cols), x_type)
         value = carray(xla_ffi.data(vb), 1, x_type)
-        # training.binary_cross_entropy's denominator and gradient scale.
-        denominator = np.float64(size)
-        if weighted:
-            total_w = host_sums.numpy_sum(w) if wide_weights else host_sums.numpy_cast_sum(w)
-            denominator = total_w * (np.float64(size) / np.float64(max(1, w_size)))
-        scale = 1.0
-        if mean:
-            scale = 1.0 / denominator if denominator != 0.0 else 0.0
-        a, b = 1.0 - smoothing, smoothing / 2
-        # layout's contiguous plan: rows of classes where an operand is per class, else one
-        # row; then group_rows: k short rows read as one (a per-class operand repeated k times).
-        if q_kind != _CLASS and w_kind != _CLASS:
-            rows, cols = 1, size
-        k = _TILE // max(cols, 1)
         if threads > 1:
             previous = _get_num_threads()
             _set_num_threads(threads)
             chunk = _set_parallel_chunksize(_CHUNK_TILES)
-        if k >= 2 and rows >= 2 * k:
-            groups = rows // k
-            first = _bce_piece(x, z, q, q_kind, w, w_kind, a, b, scale, grad, groups, cols, k,
-                               threads)  # fmt: skip
-            start = groups * k * cols
-            rest = rows - groups * k
-            if rest:
-                q_rest = q[start:] if q_kind == _FULL else q
-                w_rest = w[start:] if w_kind == _FULL else w
-                second = _bce_piece(x[start:], z[start:], q_rest, q_kind, w_rest, w_kind, a, b,
-                                    scale, grad[start:], rest, cols, 1, threads)  # fmt: skip
-            else:
-                second = np.empty((0, 2))
-        else:
-            first = _bce_piece(x, z, q, q_kind, w, w_kind, a, b, scale, grad, rows, cols, 1,
-                               threads)  # fmt: skip
-            second = np.empty((0, 2))
+        result = logistic.fused(x, z, q, q_kind, w, w_kind, weighted, wide_weights, w_size, mean,
+                                smoothing, grad, threads)  # fmt: skip
         if threads > 1:
             _set_parallel_chunksize(chunk)
             _set_num_threads(previous)
-        sums = np.empty(first.shape[0] + second.shape[0])
-        sums[: first.shape[0]] = first[:, 0]
-        sums[first.shape[0] :] = second[:, 0]
-        total = host_sums.fsum(sums)
-        result = host_sums.counted_mean(total, denominator) if mean else total
         value[0] = _rounded(result, narrow)
         return xla_ffi.success()
 
@@ -380,14 +297,13 @@ def _prepare_kernels(loss: str, x_type: Any, label_type: Any, soft: bool) -> Non
     if loss == "cross_entropy":
         args = (x, np.empty(0, label_type), np.empty((0, 1), x_type), np.empty(0, x_type),
                 False, np.empty(0, np.bool_), False, -100, soft, 0.0, 0.0, True, 0.0,
-                np.empty(0), np.empty((0, 1), x_type))  # fmt: skip
+                np.empty((0, 1), x_type))  # fmt: skip
         runtime.call(softmax.fused, key, (*args, 1))
         return
-    flat = np.empty(1, x_type)
-    ops = _BceOperands(flat, 0, flat, 0, flat, 0, False, flat, 0, False, 1.0, 0.0, 1.0, flat, 0,
-                       np.empty((1, 2)))  # fmt: skip
-    for kernel in (_bce_serial, _bce_parallel):
-        runtime.call(kernel, key, (ops, 0, 1, _TILE))
+    args = (np.empty((0, 1), x_type), np.empty((0, 1), x_type), np.ones(1, x_type),
+            logistic.SINGLE, np.ones(1, x_type), logistic.SINGLE, False, False, 1, True, 0.0,
+            np.empty((0, 1), x_type), 1)  # fmt: skip
+    runtime.call(logistic.fused, key, args)
 
 
 class _CompiledHandler:
@@ -517,17 +433,6 @@ def cross_entropy(
     return value.astype(x.dtype), grad.astype(x.dtype)
 
 
-def _kind(a: Any, shape: tuple[int, ...], cols: int) -> int:
-    """``layout``'s contiguous-plan kind of an operand that broadcasts to ``shape``."""
-    if tuple(a.shape) == shape:
-        return _FULL
-    if a.size == 1:
-        return _SINGLE
-    if cols > 1 and a.size == cols and a.shape[-1] == cols:
-        return _CLASS
-    return -1
-
-
 def binary_cross_entropy(
     x: Any, z: Any, q: Any, w: Any, *, smoothing: float, reduction: str,
     vmap_method: str = "sequential",
@@ -544,9 +449,9 @@ def binary_cross_entropy(
     for a in (q, w):
         if a is None:
             a = jnp.ones((1,), x.dtype)
-        kind = _kind(a, shape, cols)
+        kind = logistic.kind(a, shape)
         if kind < 0:
-            a, kind = jnp.broadcast_to(a, shape), _FULL
+            a, kind = jnp.broadcast_to(a, shape), logistic.FULL
         operands.append(a.astype(x.dtype).astype(work).reshape(-1))
         kinds.append(kind)
     name = target("binary_cross_entropy", work)  # first: numba's threads launched (_threads)

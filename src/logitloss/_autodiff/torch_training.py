@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from array_api_compat import torch as _xp
@@ -37,33 +37,46 @@ def autocast_input(x: Tensor) -> Tensor:
     return x
 
 
+class _Call(NamedTuple):
+    """What a fused call computes besides the logits: one Python object, so that the autograd
+    node has two inputs (each input costs the step microseconds)."""
+
+    loss: str
+    operands: tuple
+    options: dict
+    recompute: Callable[[Tensor], Tensor]
+
+
 class _Reduced(torch.autograd.Function):
-    """``apply(loss, options, recompute, x, *operands)``: the fused reduced loss of the logits
-    ``x``; ``recompute(x)`` is the same loss on the reference path (for ``create_graph``)."""
+    """``apply(x, call)``: the fused reduced loss ``call.loss`` of the logits ``x``;
+    ``call.recompute(x)`` is the same loss on the reference path (for ``create_graph``)."""
 
     @staticmethod
-    def forward(
-        ctx: Any, loss: str, options: dict, recompute: Callable, x: Tensor, *operands: Any
-    ) -> Tensor:
-        result = fused.reduced(loss, x, operands, options)
+    def forward(ctx: Any, x: Tensor, call: _Call) -> Tensor:
+        result = fused.reduced(call.loss, x, call.operands, call.options)
         ctx.grad = result.grad
-        ctx.recompute = recompute
-        ctx.save_for_backward(x)
+        # x itself rather than save_for_backward (a few microseconds a step): only the
+        # create_graph branch reads it, after checking it was not modified in place.
+        ctx.x, ctx.version, ctx.recompute = x, x._version, call.recompute
         return _scalar(result.value, x.dtype)
 
     @staticmethod
-    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
-        nothing = (None,) * (len(ctx.needs_input_grad) - 4)
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, None]:
         grad, ctx.grad = ctx.grad, None
         if torch.is_grad_enabled() or grad is None:
             # create_graph=True, or a second backward (retain_graph) after the buffer was handed
             # over: the reference path's gradient, which autograd can differentiate again.
-            (x,) = ctx.saved_tensors
+            x = ctx.x
+            if x._version != ctx.version:
+                raise RuntimeError(
+                    "logitloss: the logits of a loss were modified in place after the loss was "
+                    "computed; its gradient can no longer be formed"
+                )
             with torch.enable_grad(), route.reference_path():
                 value = ctx.recompute(x)
             (grad,) = torch.autograd.grad(value, x, upstream, create_graph=torch.is_grad_enabled())
-            return (None, None, None, grad, *nothing)
-        return (None, None, None, _scaled(grad, upstream), *nothing)
+            return grad, None
+        return _scaled(grad, upstream), None
 
 
 def _scalar(value: float, dtype: torch.dtype) -> Tensor:
@@ -141,7 +154,7 @@ def reduced(
     operand that does), by the fused kernels, differentiable in ``x``."""
     if compiling():
         return _reduced_op(loss, x, operands, options)
-    return _Reduced.apply(loss, options, recompute, x, *operands)
+    return _Reduced.apply(x, _Call(loss, operands, options, recompute))
 
 
 # --- torch.compile: the same computation as a custom operator ---------------------------------

@@ -103,10 +103,16 @@ def _needs_launch_lock() -> bool:
     return not _parallel._is_initialized or numba.threading_layer() == "workqueue"
 
 
-def call(kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+def call(
+    kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...], *, threads: int | None = None
+) -> Any:
     """Run ``kernel(*args)`` and return what it returns; the first call for ``key`` (kernel
     and dtype: the argument types follow from them) compiles it, or loads it from numba's
-    on-disk cache, with our options."""
+    on-disk cache, with our options.
+
+    A kernel compiled ``parallel=True`` runs with numba's threads capped by
+    :func:`_thread_limit`; so does a serial entry that launches a parallel kernel itself when
+    the caller passes the ``threads`` it asked of :func:`threads_for` (more than 1)."""
     if (kernel, key) not in _prepared:
         _choose_threading_layer()
         with _compiling():
@@ -114,7 +120,7 @@ def call(kernel: Any, key: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         _compile_later_with_options(kernel)
         with _state_lock:
             _prepared.add((kernel, key))
-    parallel = kernel.targetoptions.get("parallel", False)
+    parallel = kernel.targetoptions.get("parallel", False) if threads is None else threads > 1
     if not parallel:
         return kernel(*args)
     with _launch_guard():

@@ -13,6 +13,7 @@ families' kernels (``softmax/reduced.py``, ``logistic/kernel.py``).
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from typing import Any, NamedTuple
 
@@ -31,15 +32,10 @@ class Reduced(NamedTuple):
 
 
 @functools.cache
-def _kernels(family: str) -> Any:
-    """A family's fused-kernel module, imported (with numba) on first use."""
-    if family == "softmax":
-        from .softmax import reduced
-
-        return reduced
-    from .logistic import kernel
-
-    return kernel
+def _kernels(name: str) -> Any:
+    """A family's kernel module by name (``"softmax.reduced"``, ``"logistic.reduced"``,
+    ``"logistic.kernel"``), imported (with numba) on first use."""
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def applies(x: Array) -> bool:
@@ -75,9 +71,10 @@ def cross_entropy(
     (the other None; validated, ``z`` broadcasting to ``x``); ``w`` class weights ``(C,)``,
     ``mask`` a boolean per row (broadcasting to the rows). A counted index label outside
     ``[0, C)`` is a ValueError naming ``cross_entropy``."""
-    reduced = _kernels("softmax")
+    reduced = _kernels("softmax.reduced")
     xn = route.to_numpy(x)
-    work = xn if xn.dtype.itemsize > 2 else _copy(xn, np.dtype(np.float32), x)
+    narrow = xn.dtype.itemsize <= 2
+    work = _copy(xn, _FLOAT32, x) if narrow else xn
     cols = work.shape[axis]
     last = axis % work.ndim == work.ndim - 1
     moved = work if last else np.moveaxis(work, axis, -1)
@@ -98,23 +95,27 @@ def cross_entropy(
     else:
         ln = reduced.int64_labels(route.to_numpy(labels).reshape(-1))
         zn = flat[:0]
-    grad = route.empty(flat.shape, work.dtype, x)
-    loss, denominator, bad = reduced.run(
+    # The gradient in the kernel's layout; where that is the logits' own (classes last, not
+    # widened) it is allocated in the logits' library, and returned as it is.
+    native = None
+    if last and not narrow:
+        grad, native = route.empty_like(work, x)
+    else:
+        grad = route.empty(moved.shape, work.dtype, x)
+    value, denominator, bad = reduced.run(
         flat, ln, zn, wn, mn, has_w=has_w, has_mask=has_mask, soft=soft,
         ignore_index=ignore_index, smoothing=smoothing, z_scale=z_scale,
-        mean=reduction == "mean", denominator=denominator, grad=grad,
+        mean=reduction == "mean", denominator=denominator, grad=grad.reshape(-1, cols),
     )  # fmt: skip
     if bad >= 0:
         counted = ln != ignore_index
         if has_mask:
             counted &= mn
         raise ValueError(label_error(ln[counted], cols))
-    total = float(loss.sum())
-    value = reductions.counted_mean(total, denominator) if reduction == "mean" else total
-    g = grad.reshape(moved.shape)
-    if not last:
-        g = np.moveaxis(g, -1, axis)
-    if g.dtype != xn.dtype:
+    if native is not None:
+        return Reduced(value, native)
+    g = grad if last else np.moveaxis(grad, -1, axis)
+    if narrow:
         g = _copy(g, xn.dtype, x)
     return Reduced(value, route.like(g, x))
 
@@ -132,6 +133,7 @@ def _copy(a: np.ndarray, dtype: np.dtype, like: Array) -> np.ndarray:
 _EMPTY_FLOAT64 = np.empty(0, np.float64)
 _EMPTY_BOOL = np.empty(0, np.bool_)
 _EMPTY_INT64 = np.empty(0, np.int64)
+_FLOAT32 = np.dtype(np.float32)
 
 
 def _probability_denominator(
@@ -144,7 +146,7 @@ def _probability_denominator(
         return float(z.shape[0] if counted is None else np.count_nonzero(counted))
     has_mask = counted is not None
     mask = counted if has_mask else _EMPTY_BOOL
-    row_weight = _kernels("softmax").probability_row_weights(
+    row_weight = _kernels("softmax.reduced").probability_row_weights(
         z, w, mask, has_mask, np.empty(z.shape[0], np.float64)
     )
     return float(np.sum(row_weight))
@@ -170,8 +172,15 @@ def binary_cross_entropy(
     """``binary_cross_entropy_with_logits`` reduced ("mean" or "sum"); ``w`` each element's
     weight in the reduction (zero where masked; None: every element once), ``q``
     ``pos_weight``, both broadcasting to ``x``."""
-    kernel = _kernels("logistic")
     xn, zn, qn, wn = map(route.to_numpy, (x, z, q, w))
+    grad, native = route.empty_like(xn, x)
+    mean = reduction == "mean"
+    if xn.dtype.itemsize > 2:
+        # Contiguous operands of the usual layouts: one compiled call, no Python sums.
+        value = _kernels("logistic.reduced").run(xn, zn, qn, wn, smoothing=smoothing, mean=mean,
+                                                 grad=grad)  # fmt: skip
+        if value is not None:
+            return Reduced(value, native)
     size = math.prod(xn.shape)
     if wn is None:
         denominator = float(size)
@@ -179,12 +188,12 @@ def binary_cross_entropy(
         # Each weight is repeated size / w.size times in the broadcast.
         denominator = float(np.sum(wn, dtype=np.float64)) * (size / max(1, wn.size))
     grad_scale = 1.0
-    if reduction == "mean":
+    if mean:
         grad_scale = 1.0 / denominator if denominator else 0.0
-    out = route.empty(xn.shape, xn.dtype, x)
-    total, grad = kernel.logistic_loss_sum_and_grad(xn, zn, qn, wn, smoothing, grad_scale, out)
-    value = reductions.counted_mean(total, denominator) if reduction == "mean" else total
-    return Reduced(value, route.like(grad, x))
+    kernel = _kernels("logistic.kernel")
+    total, _ = kernel.logistic_loss_sum_and_grad(xn, zn, qn, wn, smoothing, grad_scale, grad)
+    value = reductions.counted_mean(total, denominator) if mean else total
+    return Reduced(value, native)
 
 
 __all__ = [

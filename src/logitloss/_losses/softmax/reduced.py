@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..._kernels import runtime
+from ..._kernels import host_sums, runtime
 from ..._kernels.loops import OPTIONS
 from ..._kernels.vector_math import is_float64
 from .kernel import (
@@ -144,23 +144,6 @@ def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
 
 
 @njit(**OPTIONS)
-def _serial(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
-            mean, denominator, loss, grad):  # fmt: skip
-    """Every row on the calling thread, after :func:`index_denominator` for index targets
-    (``denominator`` given for probabilities): ``(denominator, first bad row or -1)``, the
-    gradient not written when a label is bad."""
-    if not soft:
-        denominator, bad = index_denominator(labels, w, has_w, mask, has_mask, ignore_index,
-                                             x.shape[1])  # fmt: skip
-        if bad >= 0:
-            return denominator, bad
-    grad_scale = _grad_scale(mean, denominator)
-    _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
-          grad_scale, loss, grad, 0, x.shape[0])  # fmt: skip
-    return denominator, -1
-
-
-@njit(**OPTIONS)
 def _grad_scale(mean, denominator):
     """The gradient's factor: ``1 / denominator`` for the mean (0 when nothing is counted)."""
     if not mean:
@@ -187,22 +170,28 @@ def _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, s
 
 @njit(**OPTIONS)
 def fused(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale, mean,
-          denominator, loss, grad, threads):  # fmt: skip
-    """:func:`run`'s computation without Python (the XLA FFI handler calls it): ``(the mean's
-    denominator, first bad row or -1)``, the rows on the calling thread for ``threads <= 1``,
-    else shared among numba's threads (as many as the caller set: ``threads``)."""
-    if threads <= 1:
-        return _serial(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
-                       z_scale, mean, denominator, loss, grad)  # fmt: skip
+          denominator, grad, threads):  # fmt: skip
+    """:func:`run`'s computation in one compiled call (the XLA FFI handler calls it too):
+    ``(the reduced loss, the mean's denominator, first bad row or -1)``. The rows on the
+    calling thread for ``threads <= 1``, else shared among numba's threads (as many as the
+    caller set: ``threads``). The loss is the rows' float64 losses summed as ``np.sum`` sums
+    them (``host_sums``), divided by the denominator for the ``mean``."""
     if not soft:
         denominator, bad = index_denominator(labels, w, has_w, mask, has_mask, ignore_index,
                                              x.shape[1])  # fmt: skip
         if bad >= 0:
-            return denominator, bad
-    _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
-                   z_scale, _grad_scale(mean, denominator), loss, grad,
-                   min(x.shape[0], threads * _BLOCKS_PER_THREAD))  # fmt: skip
-    return denominator, -1
+            return _NAN, denominator, bad
+    grad_scale = _grad_scale(mean, denominator)
+    loss = np.empty(x.shape[0])
+    if threads <= 1:
+        _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
+              grad_scale, loss, grad, 0, x.shape[0])  # fmt: skip
+    else:
+        _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
+                       z_scale, grad_scale, loss, grad,
+                       min(x.shape[0], threads * _BLOCKS_PER_THREAD))  # fmt: skip
+    total = host_sums.numpy_sum(loss)
+    return (host_sums.counted_mean(total, denominator) if mean else total), denominator, -1
 
 
 @njit(**OPTIONS)
@@ -236,11 +225,11 @@ def run(
     mean: bool,
     denominator: float,
     grad: np.ndarray,
-) -> tuple[np.ndarray, float, int]:
-    """``(loss per row (float64), the mean's denominator, first bad row or -1)`` of the
-    C-contiguous ``(N, C)`` float32 or float64 logits ``x``; the gradient (divided by the
-    denominator for the ``mean``) written into ``grad`` (``x``'s dtype and shape,
-    C-contiguous) unless a label is bad.
+) -> tuple[float, float, int]:
+    """``(the reduced loss, the mean's denominator, first bad row or -1)`` of the C-contiguous
+    ``(N, C)`` float32 or float64 logits ``x``; the gradient (divided by the denominator for
+    the ``mean``) written into ``grad`` (``x``'s dtype and shape, C-contiguous) unless a label
+    is bad (the loss is then NaN).
 
     ``labels`` int64 ``(N,)`` for index targets (the denominator is then found here, with the
     labels' check), or ``z`` ``(N, C)`` C-contiguous probabilities with their ``denominator``
@@ -248,24 +237,10 @@ def run(
     ``w`` float64 ``(C,)`` and ``mask`` bool ``(N,)`` are read where ``has_w`` / ``has_mask``.
     On the calling thread for small inputs, else shared among numba's threads.
     """
-    loss = np.empty(x.shape[0], np.float64)
-    options = (w, has_w, mask, has_mask, ignore_index, soft, float(smoothing), float(z_scale))
     threads = runtime.threads_for(x.size)
-    key = (x.dtype, z.dtype)
-    if threads <= 1:
-        args = (x, labels, z, *options, mean, float(denominator), loss, grad)
-        denominator, bad = runtime.call(_serial, key, args)
-        return loss, denominator, bad
-    if not soft:
-        args = (labels, w, has_w, mask, has_mask, ignore_index, x.shape[1])
-        denominator, bad = runtime.call(index_denominator, (labels.dtype,), args)
-        if bad >= 0:
-            return loss, denominator, bad
-    blocks = min(x.shape[0], threads * _BLOCKS_PER_THREAD)
-    grad_scale = _grad_scale(mean, denominator)
-    args = (x, labels, z, *options, grad_scale, loss, grad, blocks)
-    runtime.call(_rows_parallel, key, args)
-    return loss, denominator, -1
+    args = (x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, float(smoothing),
+            float(z_scale), mean, float(denominator), grad, threads)  # fmt: skip
+    return runtime.call(fused, (x.dtype, z.dtype), args, threads=threads)
 
 
 # int64_labels: the labels as the kernels read them, for the host side (``_losses.training``).
