@@ -111,11 +111,11 @@ def _is_numpy(x: Array) -> bool:
 def _is_cpu_tensor(x: Array) -> bool:
     """A plain strided CPU tensor whose memory NumPy can view (not a functorch wrapper, whose
     storage is not its values, nor a sparse or meta tensor)."""
-    import torch
-
+    torch = sys.modules.get("torch")
     return (
-        isinstance(x, torch.Tensor)
-        and x.device.type == "cpu"
+        torch is not None
+        and isinstance(x, torch.Tensor)
+        and x.is_cpu
         and x.layout == torch.strided
         and not torch._C._functorch.is_functorch_wrapped_tensor(x)
         and (x.dtype != torch.bfloat16 or importlib.util.find_spec("ml_dtypes") is not None)

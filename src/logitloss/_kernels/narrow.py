@@ -25,7 +25,9 @@ _BLOCK = 1 << 16
 
 
 @njit(**OPTIONS)
-def _widen_span(bits, out, start, stop):
+def widen_span(bits, out, start, stop):
+    """``out[start:stop]`` (uint32, a float32 array's bits) from the bfloat16 bits
+    ``bits[start:stop]`` (uint16): exact."""
     # Slices, indexed from 0: an index LLVM cannot prove non-negative stops vectorisation.
     source, target = bits[start:stop], out[start:stop]
     for i in range(source.size):
@@ -33,7 +35,9 @@ def _widen_span(bits, out, start, stop):
 
 
 @njit(**OPTIONS)
-def _round_span(bits, out, start, stop):
+def round_span(bits, out, start, stop):
+    """``out[start:stop]`` (uint16, bfloat16 bits) from the float32 bits ``bits[start:stop]``
+    (uint32), rounded to nearest even."""
     source, target = bits[start:stop], out[start:stop]
     for i in range(source.size):
         b = source[i]
@@ -48,14 +52,14 @@ def _round_span(bits, out, start, stop):
 def _widen_parallel(bits, out):
     n = bits.size
     for block in prange((n + _BLOCK - 1) // _BLOCK):
-        _widen_span(bits, out, block * _BLOCK, min(n, (block + 1) * _BLOCK))
+        widen_span(bits, out, block * _BLOCK, min(n, (block + 1) * _BLOCK))
 
 
 @njit(parallel=True, **OPTIONS)
 def _round_parallel(bits, out):
     n = bits.size
     for block in prange((n + _BLOCK - 1) // _BLOCK):
-        _round_span(bits, out, block * _BLOCK, min(n, (block + 1) * _BLOCK))
+        round_span(bits, out, block * _BLOCK, min(n, (block + 1) * _BLOCK))
 
 
 def _run(span: Any, parallel: Any, source: np.ndarray, out: np.ndarray) -> None:
@@ -76,7 +80,7 @@ def widen(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     if not (_is_bfloat16(a) and a.flags.c_contiguous and out.flags.c_contiguous):
         out[...] = a
     elif a.size:
-        _run(_widen_span, _widen_parallel, a.reshape(-1).view(np.uint16),
+        _run(widen_span, _widen_parallel, a.reshape(-1).view(np.uint16),
              out.reshape(-1).view(np.uint32))  # fmt: skip
     return out
 
@@ -91,9 +95,9 @@ def round_into(out: np.ndarray, a: np.ndarray) -> np.ndarray:
             out[...] = a
         return out
     if a.size:
-        _run(_round_span, _round_parallel, a.reshape(-1).view(np.uint32),
+        _run(round_span, _round_parallel, a.reshape(-1).view(np.uint32),
              out.reshape(-1).view(np.uint16))  # fmt: skip
     return out
 
 
-__all__ = ["round_into", "widen"]
+__all__ = ["round_into", "round_span", "widen", "widen_span"]

@@ -73,13 +73,18 @@ def cross_entropy(
     ``[0, C)`` is a ValueError naming ``cross_entropy``."""
     reduced = _kernels("softmax.reduced")
     xn = route.to_numpy(x)
-    narrow = xn.dtype.itemsize <= 2
+    # bfloat16 (ml_dtypes'): the kernel reads and writes its bits, a row at a time through
+    # float32; float16 is copied to float32 and back.
+    bits = xn.dtype.kind == "V" and xn.dtype.itemsize == 2
+    narrow = xn.dtype.itemsize <= 2 and not bits
     work = _copy(xn, _FLOAT32, x) if narrow else xn
     cols = work.shape[axis]
     last = axis % work.ndim == work.ndim - 1
     moved = work if last else np.moveaxis(work, axis, -1)
     rows_shape = moved.shape[:-1]
     flat = (moved if moved.flags.c_contiguous else np.ascontiguousarray(moved)).reshape(-1, cols)
+    if bits:
+        flat = flat.view(np.uint16)
     has_w, has_mask, soft = w is not None, mask is not None, labels is None
     wn = route.to_numpy(w).astype(np.float64) if has_w else _EMPTY_FLOAT64
     mn = _EMPTY_BOOL
@@ -89,7 +94,7 @@ def cross_entropy(
     if soft:
         zn = np.broadcast_to(route.to_numpy(z), work.shape)
         zn = np.ascontiguousarray(zn if last else np.moveaxis(zn, axis, -1))
-        zn = zn.reshape(-1, cols).astype(work.dtype, copy=False)
+        zn = zn.reshape(-1, cols).astype(_FLOAT32 if bits else work.dtype, copy=False)
         ln = _EMPTY_INT64
         denominator = _probability_denominator(zn, wn if has_w else None, mn if has_mask else None)
     else:
@@ -102,10 +107,13 @@ def cross_entropy(
         grad, native = route.empty_like(work, x)
     else:
         grad = route.empty(moved.shape, work.dtype, x)
+    kernel_grad = grad.reshape(-1, cols)
+    if bits:
+        kernel_grad = kernel_grad.view(np.uint16)
     value, denominator, bad = reduced.run(
         flat, ln, zn, wn, mn, has_w=has_w, has_mask=has_mask, soft=soft,
         ignore_index=ignore_index, smoothing=smoothing, z_scale=z_scale,
-        mean=reduction == "mean", denominator=denominator, grad=grad.reshape(-1, cols),
+        mean=reduction == "mean", denominator=denominator, grad=kernel_grad,
     )  # fmt: skip
     if bad >= 0:
         counted = ln != ignore_index

@@ -25,10 +25,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from ..._kernels import host_sums, runtime
-from ..._kernels.loops import OPTIONS
+from ..._kernels.loops import INLINE, OPTIONS
+from ..._kernels.narrow import round_span as _round_span
+from ..._kernels.narrow import widen_span as _widen_span
 from ..._kernels.vector_math import is_float64
 from .kernel import (
     fill_nan,
@@ -61,86 +64,150 @@ def index_denominator(labels, w, has_w, mask, has_mask, ignore_index, cols):
     return total, -1
 
 
+def _row_in(x, i, scratch):
+    """Row ``i`` of the logits as the row functions read it: ``x[i]``, or for bfloat16 bits
+    (uint16) the row widened into the float32 ``scratch`` (exact)."""
+
+
+@overload(_row_in, inline="always")
+def _row_in_typed(x, i, scratch):
+    if x.dtype != types.uint16:
+        return lambda x, i, scratch: x[i]
+
+    def widened(x, i, scratch):
+        _widen_span(x[i], scratch.view(np.uint32), 0, scratch.size)
+        return scratch
+
+    return widened
+
+
+def _row_out(grad, i, scratch):
+    """Where row ``i``'s gradient is written: ``grad[i]``, or for bfloat16 bits the float32
+    ``scratch``, which :func:`_row_done` then rounds into ``grad[i]``."""
+
+
+@overload(_row_out, inline="always")
+def _row_out_typed(grad, i, scratch):
+    if grad.dtype != types.uint16:
+        return lambda grad, i, scratch: grad[i]
+    return lambda grad, i, scratch: scratch
+
+
+def _row_done(grad, i, scratch):
+    """Nothing, or for bfloat16 bits: the float32 gradient row rounded once into ``grad[i]``
+    (to nearest even, as ml_dtypes and torch round)."""
+
+
+@overload(_row_done, inline="always")
+def _row_done_typed(grad, i, scratch):
+    if grad.dtype != types.uint16:
+        return lambda grad, i, scratch: None
+
+    def rounded(grad, i, scratch):
+        _round_span(scratch.view(np.uint32), grad[i], 0, scratch.size)
+
+    return rounded
+
+
+def _is_bits(x):
+    """Whether the logits come as bfloat16 bits (uint16): a compile-time constant."""
+
+
+@overload(_is_bits, inline="always")
+def _is_bits_typed(x):
+    bits = x.dtype == types.uint16
+    return lambda x: bits
+
+
 @njit(**OPTIONS)
 def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
           grad_scale, loss, grad, start, stop):  # fmt: skip
     """Rows ``start:stop``: ``loss[i]`` (float64, weighted, 0 where not counted) and
     ``grad[i] = grad_scale * d loss_i / d x_i``. ``soft``: probability targets ``z``, else
-    index ``labels``."""
+    index ``labels``. bfloat16 logits and gradient come as their bits (uint16): each row is
+    widened into a float32 scratch row and its gradient rounded from one, in cache (no float32
+    copy of the whole array, no second pass)."""
     cols = x.shape[1]
-    wide = is_float64(x)
-    spread = smoothing / cols
-    keep = 1.0 - smoothing
     plain = not soft and smoothing == 0.0 and z_scale == 0.0
     # The effective labels of a row, and its float64 gradient where the z-loss adds to it.
     targets = np.empty(0 if plain else cols)
     wide_grad = np.empty(cols if z_scale != 0.0 else 0)
     # Each entry's e^(x_j - m), kept by the sums' pass for the gradient's.
     exps = np.empty(cols)
+    staged = cols if _is_bits(x) else 0
+    x_row, grad_row = np.empty(staged, np.float32), np.empty(staged, np.float32)
     for i in range(start, stop):
-        xs = x[i]
-        gs = grad[i]
-        y = 0
-        if not soft:
-            y = labels[i]
-            counted = y != ignore_index
-        else:
-            counted = True
-        if has_mask:
-            counted = counted and mask[i]
-        if not counted:
-            loss[i] = 0.0
-            gs[:] = 0.0
-            continue
-        m = row_max(xs)
-        if plain:
-            r = w[y] if has_w else 1.0
-            small_tail, ties, first = sparse_sums(xs, m, wide, wide, wide, exps)
-            if no_limit(m, small_tail, ties):
-                loss[i] = _NAN
-                fill_nan(gs)
-                continue
-            value = sparse_row_loss(xs, y, m, small_tail, ties, wide)
-            loss[i] = 0.0 if r == 0.0 else r * value
-            sparse_grad_row(xs, exps, gs, y, m, small_tail, ties, first, r * grad_scale)
-            continue
-        r = 0.0
-        if soft:
-            zs = z[i]
-            for j in range(cols):
-                wj = w[j] if has_w else 1.0
-                zj = np.float64(zs[j])
-                targets[j] = wj * (keep * zj + spread)
-                r += wj * zj
-            if not has_w:
-                r = 1.0
-        else:
-            r = w[y] if has_w else 1.0
-            for j in range(cols):
-                targets[j] = spread * (w[j] if has_w else 1.0)
-            targets[y] += keep * r
-        small_tail, ties, total, gaps, below, first = soft_sums(xs, targets, m, True, True, wide,
-                                                               exps)  # fmt: skip
+        xs = _row_in(x, i, x_row)
+        gs = _row_out(grad, i, grad_row)
+        loss[i] = _row(xs, gs, i, labels, z, w, has_w, mask, has_mask, ignore_index, soft,
+                       smoothing, z_scale, grad_scale, plain, targets, wide_grad, exps)  # fmt: skip
+        _row_done(grad, i, grad_row)
+
+
+@njit(**INLINE)
+def _row(xs, gs, i, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
+         grad_scale, plain, targets, wide_grad, exps):  # fmt: skip
+    """Row ``i`` (logits ``xs``, its gradient written into ``gs``): its loss."""
+    cols = xs.size
+    wide = is_float64(xs)
+    y = 0
+    if not soft:
+        y = labels[i]
+        counted = y != ignore_index
+    else:
+        counted = True
+    if has_mask:
+        counted = counted and mask[i]
+    if not counted:
+        gs[:] = 0.0
+        return 0.0
+    m = row_max(xs)
+    if plain:
+        r = w[y] if has_w else 1.0
+        small_tail, ties, first = sparse_sums(xs, m, wide, wide, wide, exps)
         if no_limit(m, small_tail, ties):
-            loss[i] = _NAN
             fill_nan(gs)
-            continue
-        value = soft_row_loss(m, small_tail, ties, total, gaps)
-        if z_scale == 0.0:
-            loss[i] = value
-            soft_grad_row(xs, targets, exps, gs, m, small_tail, ties, total, below, first,
-                          grad_scale, wide)  # fmt: skip
-            continue
-        # z-loss: lambda r lse^2, lse = m + log(sum_j e^(x_j - m)); its derivative 2 lambda r
-        # lse p_j joins the softmax gradient in float64, rounded once.
-        lse = m + math.log1p(small_tail + (ties - 1.0))
-        weight = z_scale * r
-        loss[i] = value + (0.0 if weight == 0.0 else weight * (lse * lse))
-        soft_grad_row(xs, targets, exps, wide_grad, m, small_tail, ties, total, below, first,
-                      1.0, wide)  # fmt: skip
-        share = 0.0 if weight == 0.0 else 2.0 * weight * lse / (ties + small_tail)
+            return _NAN
+        value = sparse_row_loss(xs, y, m, small_tail, ties, wide)
+        sparse_grad_row(xs, exps, gs, y, m, small_tail, ties, first, r * grad_scale)
+        return 0.0 if r == 0.0 else r * value
+    spread = smoothing / cols
+    keep = 1.0 - smoothing
+    r = 0.0
+    if soft:
+        zs = z[i]
         for j in range(cols):
-            gs[j] = (wide_grad[j] + share * exps[j]) * grad_scale
+            wj = w[j] if has_w else 1.0
+            zj = np.float64(zs[j])
+            targets[j] = wj * (keep * zj + spread)
+            r += wj * zj
+        if not has_w:
+            r = 1.0
+    else:
+        r = w[y] if has_w else 1.0
+        for j in range(cols):
+            targets[j] = spread * (w[j] if has_w else 1.0)
+        targets[y] += keep * r
+    small_tail, ties, total, gaps, below, first = soft_sums(xs, targets, m, True, True, wide,
+                                                           exps)  # fmt: skip
+    if no_limit(m, small_tail, ties):
+        fill_nan(gs)
+        return _NAN
+    value = soft_row_loss(m, small_tail, ties, total, gaps)
+    if z_scale == 0.0:
+        soft_grad_row(xs, targets, exps, gs, m, small_tail, ties, total, below, first,
+                      grad_scale, wide)  # fmt: skip
+        return value
+    # z-loss: lambda r lse^2, lse = m + log(sum_j e^(x_j - m)); its derivative 2 lambda r
+    # lse p_j joins the softmax gradient in float64, rounded once.
+    lse = m + math.log1p(small_tail + (ties - 1.0))
+    weight = z_scale * r
+    soft_grad_row(xs, targets, exps, wide_grad, m, small_tail, ties, total, below, first,
+                  1.0, wide)  # fmt: skip
+    share = 0.0 if weight == 0.0 else 2.0 * weight * lse / (ties + small_tail)
+    for j in range(cols):
+        gs[j] = (wide_grad[j] + share * exps[j]) * grad_scale
+    return value + (0.0 if weight == 0.0 else weight * (lse * lse))
 
 
 @njit(**OPTIONS)
@@ -227,9 +294,9 @@ def run(
     grad: np.ndarray,
 ) -> tuple[float, float, int]:
     """``(the reduced loss, the mean's denominator, first bad row or -1)`` of the C-contiguous
-    ``(N, C)`` float32 or float64 logits ``x``; the gradient (divided by the denominator for
-    the ``mean``) written into ``grad`` (``x``'s dtype and shape, C-contiguous) unless a label
-    is bad (the loss is then NaN).
+    ``(N, C)`` float32, float64 or bfloat16 logits ``x`` (bfloat16 as its bits, uint16); the
+    gradient (divided by the denominator for the ``mean``) written into ``grad`` (``x``'s
+    dtype and shape, C-contiguous) unless a label is bad (the loss is then NaN).
 
     ``labels`` int64 ``(N,)`` for index targets (the denominator is then found here, with the
     labels' check), or ``z`` ``(N, C)`` C-contiguous probabilities with their ``denominator``
