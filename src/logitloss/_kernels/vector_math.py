@@ -99,14 +99,19 @@ def add_reassoc(typingctx, a, b):
 
 @intrinsic
 def max_nan(typingctx, a, b):
-    """The larger of ``a`` and ``b``, NaN if either is (``llvm.maximum.f64``), which LLVM
-    vectorises as a reduction (a compare-and-select maximum it does not)."""
-    sig = types.float64(types.float64, types.float64)
+    """The larger of ``a`` and ``b``, NaN if either is (``llvm.maximum``), which LLVM vectorises
+    as a reduction (a compare-and-select maximum it does not).
+
+    In float32 when both are float32 (``llvm.maximum.f32``: twice the lanes of float64 and no
+    widening; a maximum is exact in either), else in float64."""
+    single = a == types.float32 and b == types.float32
+    kind = types.float32 if single else types.float64
+    sig = kind(kind, kind)
 
     def codegen(context, builder, signature, args):
-        double = ir.DoubleType()
-        fnty = ir.FunctionType(double, [double, double])
-        fn = builder.module.declare_intrinsic("llvm.maximum", [double], fnty)
+        real = ir.FloatType() if single else ir.DoubleType()
+        fnty = ir.FunctionType(real, [real, real])
+        fn = builder.module.declare_intrinsic("llvm.maximum", [real], fnty)
         return builder.call(fn, args)
 
     return sig, codegen

@@ -47,6 +47,7 @@ from ..._kernels.vector_math import (
     any_nan,
     exp_expm1_nonpos,
     exp_nonpos,
+    is_float64,
     max_nan,
     min_ordered,
     two_sum,
@@ -59,24 +60,50 @@ _INF = math.inf
 # --- One row, pass by pass ---------------------------------------------------------------------
 
 
-@njit(**INLINE)
 def row_max(xs):
-    """The largest value of a row, ignoring NaN (a NaN makes the tail sum NaN: see
-    :func:`no_limit`); ``-inf`` for a row of NaN and ``-inf``."""
-    m = -_INF
-    for j in range(xs.size):
-        m = max_nan(m, np.float64(xs[j]))
-    return m
+    """The largest value of a row as a float64, NaN if the row holds one (a NaN makes the tail
+    sum NaN: see :func:`no_limit`); ``-inf`` for a row of ``-inf``.
+
+    float32 rows are reduced in float32 lanes (a maximum is exact: the same value, twice the
+    lanes, no widening; measured 3-5 % of the float32 loss kernels' time, 1 thread), other rows
+    in float64."""
+
+
+@overload(row_max, inline="always")
+def _row_max_typed(xs):
+    if xs.dtype == types.float32:
+        lowest = np.float32(-_INF)
+
+        def single(xs):
+            m = lowest
+            for j in range(xs.size):
+                m = max_nan(m, xs[j])
+            return np.float64(m)
+
+        return single
+
+    def double(xs):
+        m = -_INF
+        for j in range(xs.size):
+            m = max_nan(m, np.float64(xs[j]))
+        return m
+
+    return double
 
 
 @njit(**INLINE)
-def exp_diff(v, m, exact, precise, subnormal):
+def exp_diff(v, m, exact, precise, subnormal, wide=True):
     """``(hi, e, overflow)`` for one entry: ``hi = x_j - m`` (0 at a maximum, also an
     infinite one), ``e = e^(x_j - m)`` (1 at a maximum), and whether ``x_j - m`` overflowed.
 
     With ``exact``, ``hi + lo = x_j - m`` exactly (two-sum) and ``e = e^hi + e^hi lo``, as the
     reference's ``_softmax_parts``; ``lo`` is dropped where it is not finite (``x_j = -inf``,
-    whose ``e`` is 0 anyway)."""
+    whose ``e`` is 0 anyway). ``wide``: whether the logits are float64 (a compile-time
+    constant); the difference of two narrower logits, taken in float64, never overflows, and
+    without ``wide`` its test and the halves formula it guards are compiled away: in
+    :func:`soft_sums`' loop they took about a fifth of the float32 soft-label loss (measured,
+    1 thread: 8192 x 1024 17.2 -> 14.2 ms, 2048 x 32768 135 -> 107 ms, with :func:`row_max`'s
+    float32 lanes)."""
     is_max = v == m
     hi, lo = two_sum(v, -m)
     if exact:
@@ -86,7 +113,7 @@ def exp_diff(v, m, exact, precise, subnormal):
     if exact:
         e = e + e * lo
     # Both finite, their difference is not: only float64 logits more than the range apart.
-    overflow = hi == -_INF and v > -_INF and m < _INF
+    overflow = wide and hi == -_INF and v > -_INF and m < _INF
     return hi, e, overflow
 
 
@@ -146,6 +173,7 @@ def soft_sums(xs, zs, m, exact, precise, subnormal, es):
     tail_hi = tail_lo = total_hi = total_lo = gaps_hi = gaps_lo = below_hi = below_lo = 0.0
     ties = 0.0
     n = xs.size
+    wide = is_float64(xs)
     # The first maximum's index as a float64 minimum (exact below 2^53): an integer index
     # reduction through a select is not one LLVM vectorises.
     first = np.float64(n)
@@ -160,7 +188,7 @@ def soft_sums(xs, zs, m, exact, precise, subnormal, es):
         for j in range(bx.size):
             v = np.float64(bx[j])
             zj = np.float64(bz[j])
-            hi, e, overflow = exp_diff(v, m, exact, precise, subnormal)
+            hi, e, overflow = exp_diff(v, m, exact, precise, subnormal, wide)
             _keep(be, j, e)
             is_max = v == m
             small_tail = add_reassoc(small_tail, 0.0 if is_max else e)
@@ -229,7 +257,7 @@ def sparse_row_loss(xs, label, m, small_tail, ties, exact):
     if label < 0 or label >= n or no_limit(m, small_tail, ties):
         return _NAN
     v = np.float64(xs[label])
-    hi, _, overflow = exp_diff(v, m, exact, False, False)
+    hi, _, overflow = exp_diff(v, m, exact, False, False, is_float64(xs))
     log_sum = math.log1p(small_tail + (ties - 1.0))
     if overflow:
         return 2.0 * (0.5 * log_sum + (0.5 * m - 0.5 * v))
