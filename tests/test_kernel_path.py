@@ -40,6 +40,17 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
                 return _original(*args, **kw)
 
             monkeypatch.setattr(host, name, counted)
+    # Binary cross-entropy's fused entry (the training step's one pass for contiguous operands).
+    from logitloss._losses.logistic import reduced as logistic_reduced
+
+    calls["fused_bce"] = 0
+    original_run = logistic_reduced.run
+
+    def counted_run(*args: Any, **kw: Any) -> Any:
+        calls["fused_bce"] += 1
+        return original_run(*args, **kw)
+
+    monkeypatch.setattr(logistic_reduced, "run", counted_run)
     return calls
 
 
@@ -375,9 +386,12 @@ def test_reduced_path_only_where_it_applies(spy: dict) -> None:
     assert spy["logistic_loss_sum"] == 0 and spy["logistic_loss"] == 1
     tx = torch.from_numpy(x).requires_grad_(True)
     logitloss.binary_cross_entropy_with_logits(tx, torch.from_numpy(z)).backward()
-    # A gradient to follow: the training step's one pass, loss sum and gradient together.
-    assert spy["logistic_loss_sum"] == 0 and spy["logistic_loss_sum_and_grad"] == 1
-    assert spy["logistic_loss_and_grad"] == 0
+    # A gradient to follow: the training step's one pass, loss sum and gradient together (the
+    # fused entry for contiguous operands; the drivers' entry for other layouts).
+    assert spy["logistic_loss_sum"] == 0 and spy["fused_bce"] == 1
+    assert spy["logistic_loss_sum_and_grad"] == spy["logistic_loss_and_grad"] == 0
+    logitloss.binary_cross_entropy_with_logits(tx, torch.from_numpy(z).T.contiguous().T).backward()
+    assert spy["fused_bce"] == 2 and spy["logistic_loss_sum_and_grad"] == 1
     with torch.no_grad():
         logitloss.binary_cross_entropy_with_logits(tx, torch.from_numpy(z))
     assert spy["logistic_loss_sum"] == 1
