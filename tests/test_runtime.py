@@ -19,7 +19,7 @@ def test_runtime_compiles_new_signatures_with_the_kernel_options(monkeypatch: An
     too runs under the kernels' LLVM options (without them, the float64 cross-entropy
     gradients of read-only logits came out 1-2 ULP from the writeable ones')."""
     compilations = []
-    real = runtime._compiling
+    real = runtime.compiling
 
     @contextlib.contextmanager
     def recording() -> Any:
@@ -27,7 +27,7 @@ def test_runtime_compiles_new_signatures_with_the_kernel_options(monkeypatch: An
         with real():
             yield
 
-    monkeypatch.setattr(runtime, "_compiling", recording)
+    monkeypatch.setattr(runtime, "compiling", recording)
 
     @numba.njit
     def total(a: np.ndarray) -> float:

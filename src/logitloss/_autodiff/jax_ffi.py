@@ -306,30 +306,6 @@ def _prepare_kernels(loss: str, x_type: Any, label_type: Any, soft: bool) -> Non
     runtime.call(logistic.fused, key, args)
 
 
-class _CompiledHandler:
-    """A handler's compilation in the shape ``runtime.call`` compiles and runs a kernel
-    (``compile(types)``, then a call): so that the handler compiles with the kernels' LLVM
-    options. numba optimises the handler's module with the kernels it calls linked in, and
-    with other options their reassociated sums would vectorise, and round, differently from
-    the NumPy path's (measured: float64 gradients 1-2 ULP apart)."""
-
-    def __init__(self, handler: Any) -> None:
-        self.targetoptions: dict[str, Any] = {}  # not parallel: runtime.call just calls it
-        self.handler = handler
-        self.compiled: Any = None
-
-    def compile(self, _: tuple) -> None:
-        self.compiled = numba.cfunc(xla_ffi.HANDLER_SIGNATURE, error_model="numpy",
-                                    cache=True)(self.handler)  # fmt: skip
-
-    def __call__(self) -> Any:
-        return self.compiled
-
-
-def _key_of(name: str) -> tuple[str, str]:
-    return ("xla_ffi handler", name)
-
-
 def target(loss: str, x_dtype: Any, label_dtype: Any = None) -> str:
     """The FFI target's name for these dtypes (``label_dtype`` None: probability targets),
     its handler compiled and registered with XLA on first use."""
@@ -349,7 +325,13 @@ def target(loss: str, x_dtype: Any, label_dtype: Any = None) -> str:
             handler = _cross_entropy_handler(x_type, label_type, soft)
         else:
             handler = _binary_cross_entropy_handler(x_type)
-        compiled = runtime.call(_CompiledHandler(handler), _key_of(name), ())
+        # Under the kernels' LLVM options: numba optimises the handler's module with the
+        # kernels it calls linked in, and with other options their reassociated sums would
+        # vectorise, and round, differently from the NumPy path's (float64 gradients measured
+        # 1-2 ULP apart).
+        with runtime.compiling():
+            compiled = numba.cfunc(xla_ffi.HANDLER_SIGNATURE, error_model="numpy",
+                                   cache=True)(handler)  # fmt: skip
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(compiled.address), platform="cpu")
         # The compiled code lives as long as the cfunc object: kept for the process.
         _registered[name] = compiled

@@ -63,9 +63,11 @@ def _vector_options() -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def _compiling() -> Iterator[None]:
+def compiling() -> Iterator[None]:
     """Set the LLVM options around a compilation, under numba's compiler lock so that no other
-    compilation in the process sees them (they are process-global), and restore them."""
+    compilation in the process sees them (they are process-global), and restore them. For code
+    compiled outside :func:`call` (a ``numba.cfunc`` that links the kernels), so that it is
+    optimised as the kernels are."""
     options = _vector_options()
     with global_compiler_lock:
         for option, _ in options:
@@ -115,7 +117,7 @@ def call(
     the caller passes the ``threads`` it asked of :func:`threads_for` (more than 1)."""
     if (kernel, key) not in _prepared:
         _choose_threading_layer()
-        with _compiling():
+        with compiling():
             kernel.compile(tuple(numba.typeof(a) for a in args))
         _compile_later_with_options(kernel)
         with _state_lock:
@@ -145,7 +147,7 @@ def _compile_later_with_options(kernel: Any) -> None:
         return
 
     def with_options(*args: Any, **kwargs: Any) -> Any:
-        with _compiling():
+        with compiling():
             return compile_for_args(*args, **kwargs)
 
     with_options.with_options = True  # type: ignore[attr-defined]
