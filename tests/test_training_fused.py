@@ -259,6 +259,13 @@ def test_second_derivatives_and_second_backward() -> None:
     first = x.grad.clone()
     loss.backward()
     torch.testing.assert_close(x.grad, 2 * first)
+    # Logits changed in place after the loss: the recomputed gradient would be another's.
+    logits = x * 1.0
+    loss = module(logits, y)
+    with torch.no_grad():
+        logits.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        torch.autograd.grad(loss, x, create_graph=True)
 
 
 @pytest.mark.parametrize("size", ["small", "parallel"])
@@ -332,6 +339,38 @@ def test_bfloat16_cross_entropy_every_option(size: str) -> None:
         np.testing.assert_allclose(value, want_value, rtol=2**-7, atol=0, err_msg=case)
         np.testing.assert_allclose(grad, want_grad, rtol=0,
                                    atol=2**-7 * np.abs(want_grad).max(), err_msg=case)  # fmt: skip
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_narrow_binary_cross_entropy_every_option(dtype: str, size: str) -> None:
+    """float16 and bfloat16 logits, which the fused entry takes as float32 copies: every option
+    against the reference path, within one ULP of the dtype (of the gradient's largest entry)."""
+    d = _data(size, "float32", seed=4)
+    narrow = getattr(torch, dtype)
+    ulp = 2.0**-7 if dtype == "bfloat16" else 2.0**-10
+    logits = torch.from_numpy(d["logits"]).to(narrow)
+
+    def tensor(a: Any) -> Any:
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            return torch.from_numpy(a).to(narrow)
+        return torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+
+    for labels, options in _bce_cases(d):
+        args = {k: tensor(v) for k, v in options.items()}
+        results = []
+        for reference in (False, True):
+            x = logits.clone().requires_grad_()
+            with logitloss.reference_path() if reference else contextlib.nullcontext():
+                value = logitloss.binary_cross_entropy_with_logits(x, tensor(labels), **args)
+                value.backward()
+            assert value.dtype == x.grad.dtype == narrow
+            results.append((value.detach().float().numpy(), x.grad.float().numpy()))
+        (value, grad), (want_value, want_grad) = results
+        case = f"{dtype} {size} {sorted(k for k, v in options.items() if v is not None)}"
+        np.testing.assert_allclose(value, want_value, rtol=ulp, atol=0, err_msg=case)
+        np.testing.assert_allclose(grad, want_grad, rtol=0,
+                                   atol=ulp * np.abs(want_grad).max(), err_msg=case)  # fmt: skip
 
 
 def test_torch_compile_fullgraph() -> None:
