@@ -4,10 +4,11 @@ the mean's denominator, in one pass (NumPy arrays and PyTorch CPU tensors, any s
 
 ``_api.training`` calls these for a reduced loss whose caller wants the gradient with it: the
 torch adapter (``_autodiff.torch_training``, whose backward only scales the saved gradient by its
-upstream), the JAX one (``_autodiff.jax_training``, through a callback) and the
-``*_value_and_grad`` functions. A value alone takes the composed path, which writes no gradient.
-The options mean what ``_api.training`` documents; the per-row and per-element formulas are the
-families' kernels (``softmax/reduced.py``, ``logistic/kernel.py``).
+upstream) and the ``*_value_and_grad`` functions (JAX's adapter calls the same compiled
+entries from an XLA custom call: ``_autodiff.jax_ffi``). A value alone takes the composed path,
+which writes no gradient. The options mean what ``_api.training`` documents; each loss is one
+compiled call (``softmax/reduced.py``, ``logistic/reduced.py``; the drivers of
+``logistic/kernel.py`` for operand layouts the fused entry does not read).
 """
 
 from __future__ import annotations
