@@ -41,7 +41,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .vector_math import is_float64
+from .vector_math import is_float64, prefer_wide_vectors
 
 # Every kernel (and row function): numpy's error model (no ZeroDivisionError checks in the
 # loops), no GIL, cached.
@@ -151,6 +151,7 @@ def {name}(operands, rows, cols, tile):
         row = t // per_row
         c0 = (t - row * per_row) * tile
         c1 = min(cols, c0 + tile)
+        prefer_wide_vectors()
         body({fields}, t, row, c0, c1, wide)
 """
 
@@ -160,6 +161,7 @@ def {name}(operands, rows, cols):
     wide = is_float64({first})
     per_block = rows_per_block(rows)
     for b in prange((rows + per_block - 1) // per_block):
+        prefer_wide_vectors()
         scratch = np.empty(cols if {scratch} else 0)
         for r in range(b * per_block, min(rows, (b + 1) * per_block)):
             body({fields}, r, cols, wide, scratch)
@@ -191,7 +193,7 @@ def _pair(
         )
         namespace = {"__name__": fn.py_func.__module__, "body": fn}
         namespace |= {"prange": prange, "is_float64": is_float64, "np": np}
-        namespace |= {"rows_per_block": rows_per_block}
+        namespace |= {"rows_per_block": rows_per_block, "prefer_wide_vectors": prefer_wide_vectors}
         exec(compile(text, source.co_filename, "exec"), namespace)
         loop = namespace[name]
         loop.__code__ = loop.__code__.replace(co_firstlineno=source.co_firstlineno)
@@ -216,7 +218,9 @@ def over_rows(
     (with ``scratch``, a float64 row of ``cols`` for ``fn``'s use, allocated once per block of
     rows; else an empty array), compiled apart (inlined, its inner loops' running sums would be
     taken by numba's parfor pass for reductions of the row loop, which fails); called as
-    ``kernel(ops, rows, cols)``."""
+    ``kernel(ops, rows, cols)``. Being compiled apart, ``fn`` calls
+    ``vector_math.prefer_wide_vectors()`` itself for its loops' 512-bit vectors (the loops here
+    do it in their ``prange`` bodies, where the tile functions are inlined)."""
     return lambda fn: _pair(
         _ROW_LOOP, numba.njit(**OPTIONS)(fn), operands_type, tiled=False, scratch=scratch
     )

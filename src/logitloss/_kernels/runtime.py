@@ -7,6 +7,7 @@ first time a kernel is compiled or run, and the options are restored right after
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 import numba
 from llvmlite import binding as llvm
+from numba.core import codegen as numba_codegen
 from numba.core.compiler_lock import global_compiler_lock
 from numba.np.ufunc import parallel as _parallel
 
@@ -49,17 +51,45 @@ _layer_checked = False
 def _vector_options() -> list[tuple[str, str]]:
     """LLVM options for the kernels' compilation, with the values that restore the defaults.
 
-    LLVM's default vectorisation of these loops runs one stream of 8 float64 lanes whose long
+    LLVM's default vectorisation of these loops runs one stream of vector lanes whose long
     dependency chains (exp, division, log1p) leave the FMA units half idle; four interleaved
     streams cut the time by 25-40 % on AVX-512 (measured on the benchmark's 4096 x 4096 arrays).
-    Forcing the vector width as well (``-force-vector-width=8``) gained nothing more and makes
-    LLVM print a remark for every loop it then cannot vectorise. Only where AVX-512 is present:
-    with half as many registers the four streams may spill (not measured).
+    Only where the host has AVX-512: with half as many registers the four streams may spill (not
+    measured).
+
+    The vector width is not set here. ``-force-vector-width=8`` (process-global, every loop of
+    every kernel) makes LLVM print a remark for each loop it then cannot vectorise; the width is
+    instead lifted per function, where the kernels ask for it, by the function attribute
+    ``"prefer-vector-width"="512"`` (``vector_math.prefer_wide_vectors``, :func:`wide_vectors`),
+    which leaves each loop's width to LLVM's cost model.
     """
     features = llvm.get_host_cpu_features()
     if not features.get("avx512f", False):
         return []
     return [("-force-vector-interleave=4", "-force-vector-interleave=0")]
+
+
+@functools.cache
+def wide_vectors() -> bool:
+    """Whether the kernels' functions are compiled for 512-bit vectors
+    (``vector_math.prefer_wide_vectors``): where the target numba compiles for has AVX-512F,
+    the host's features or ``NUMBA_CPU_FEATURES`` (with which an AVX2-only CPU is emulated:
+    the code is then what it was, no attribute, no AVX-512 instruction).
+
+    LLVM otherwise keeps to 256-bit vectors on the Intel CPUs that have AVX-512 (its tuning
+    for Skylake-X and later). Measured on the 2-core AVX-512 Xeon (Emerald Rapids), one
+    thread, the thread's CPU time (best of 21; the machine was shared), float32 unless said:
+    soft-label softmax loss 2048 x 32768 105 -> 82 ms, its loss+grad 263 -> 210 ms, 8192 x 1024
+    14.0 -> 11.4 ms and 35 -> 28 ms; sparse softmax 2048 x 32768 80 -> 63.5 ms (loss+grad 161 ->
+    139 ms); the training entry's sparse mean 138 -> 112 ms; float64 sigmoid and weighted
+    4096 x 4096 77 -> 61 ms; binary cross-entropy's reduced sum with gradient 4096 x 1000
+    15.3 -> 12.8 ms. float32 elementwise sigmoid and weighted losses unchanged (within 1.5 %),
+    the reference row sums and adds too. Two threads: the same ratios in CPU time.
+    """
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        features = numba_codegen.get_host_cpu_features()
+    return "+avx512f" in features.split(",")
 
 
 @contextlib.contextmanager

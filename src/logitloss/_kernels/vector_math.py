@@ -23,7 +23,7 @@ check both the coefficients and the errors.
 
 Also the small helpers both families' kernels use: ``is_float64`` (the compile-time choice of
 the float64 path), ``any_nan``, ``two_sum``, ``add_reassoc``, ``max_nan``, ``min_ordered``,
-``fma``.
+``fma``, and ``prefer_wide_vectors`` (512-bit vectors for a kernel's function on AVX-512).
 
 numba's on-disk cache tracks the source file of each compiled function, not of the functions it
 inlines: after editing this file, delete the families' ``_losses/*/__pycache__``.
@@ -36,6 +36,8 @@ import math
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
+
+from . import runtime
 
 # --- Bit manipulation and fused multiply-add ---------------------------------------------------
 
@@ -129,6 +131,37 @@ def min_ordered(typingctx, a, b):
         fnty = ir.FunctionType(double, [double, double])
         fn = builder.module.declare_intrinsic("llvm.minnum", [double], fnty)
         return builder.call(fn, args, fastmath=("nnan", "nsz"))
+
+    return sig, codegen
+
+
+# The function attribute clang's ``-mprefer-vector-width=512`` sets.
+_PREFER_512_BIT = '"prefer-vector-width"="512"'
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """In a kernel: let LLVM vectorise the function this is called in with 512-bit vectors
+    where numba's target has AVX-512 (``runtime.wide_vectors``); nothing elsewhere.
+
+    LLVM tunes recent Intel CPUs (Skylake-X on) to prefer 256-bit vectors: its loop vectoriser
+    then runs 4 float64 lanes on a machine with 8. The function attribute
+    ``"prefer-vector-width"="512"`` lifts that preference for this one function; its cost
+    model still picks each loop's width (nothing is forced, so LLVM prints no remark for a loop
+    it leaves alone, as it did under ``-force-vector-width=8``). The attribute belongs to the
+    function being lowered: call this in each function whose loops should widen, a function
+    compiled apart (a softmax row function) or a ``prange`` body (numba outlines it into a
+    function of its own); functions numba inlines into it take it too.
+
+    llvmlite's IR builder checks function attributes against LLVM's enumerated ones, which do
+    not include this string attribute: it is added to the function's attribute set directly,
+    and printed as written."""
+    sig = types.none()
+
+    def codegen(context, builder, signature, args):
+        if runtime.wide_vectors():
+            set.add(builder.function.attributes, _PREFER_512_BIT)
+        return context.get_dummy_value()
 
     return sig, codegen
 

@@ -50,6 +50,7 @@ from ..._kernels.vector_math import (
     is_float64,
     max_nan,
     min_ordered,
+    prefer_wide_vectors,
     two_sum,
 )
 
@@ -407,6 +408,7 @@ SparseGradOperands = operands(
 def soft_loss(x, x_offset, x_stride, z, z_offset, z_stride, loss, loss_offset, loss_stride, r,
               cols, wide, scratch):  # fmt: skip
     """The softmax loss of row ``r``."""
+    prefer_wide_vectors()
     xs = class_row(x, x_offset, x_stride, r, cols)
     zs = class_row(z, z_offset, z_stride, r, cols)
     m = row_max(xs)
@@ -420,6 +422,7 @@ def soft_grad(
     loss_stride, grad, grad_offset, grad_stride, want_loss, r, cols, wide, scratch,
 ):  # fmt: skip
     """``upstream * d loss / d x`` of row ``r`` (and its loss if ``want_loss``)."""
+    prefer_wide_vectors()
     xs = class_row(x, x_offset, x_stride, r, cols)
     zs = class_row(z, z_offset, z_stride, r, cols)
     gs = class_row(grad, grad_offset, grad_stride, r, cols)
@@ -439,6 +442,7 @@ def soft_grad(
 def sparse_loss(x, x_offset, x_stride, labels, labels_offset, labels_stride, loss, loss_offset,
                 loss_stride, r, cols, wide, scratch):  # fmt: skip
     """The sparse softmax loss of row ``r``."""
+    prefer_wide_vectors()
     xs = class_row(x, x_offset, x_stride, r, cols)
     label = labels[labels_offset + r * labels_stride]
     m = row_max(xs)
@@ -453,6 +457,7 @@ def sparse_grad(
 ):  # fmt: skip
     """``upstream * d loss / d x`` of row ``r`` for integer labels (and its loss if
     ``want_loss``)."""
+    prefer_wide_vectors()
     xs = class_row(x, x_offset, x_stride, r, cols)
     gs = class_row(grad, grad_offset, grad_stride, r, cols)
     label = labels[labels_offset + r * labels_stride]

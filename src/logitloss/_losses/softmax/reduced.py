@@ -32,7 +32,7 @@ from ..._kernels import host_sums, runtime
 from ..._kernels.loops import INLINE, OPTIONS
 from ..._kernels.narrow import round_span as _round_span
 from ..._kernels.narrow import widen_span as _widen_span
-from ..._kernels.vector_math import is_float64
+from ..._kernels.vector_math import is_float64, prefer_wide_vectors
 from .kernel import (
     fill_nan,
     int64_labels,
@@ -127,6 +127,7 @@ def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
     index ``labels``. bfloat16 logits and gradient come as their bits (uint16): each row is
     widened into a float32 scratch row and its gradient rounded from one, in cache (no float32
     copy of the whole array, no second pass)."""
+    prefer_wide_vectors()
     cols = x.shape[1]
     plain = not soft and smoothing == 0.0 and z_scale == 0.0
     # The effective labels of a row, and its float64 gradient where the z-loss adds to it.
