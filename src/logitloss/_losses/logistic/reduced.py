@@ -110,8 +110,8 @@ def fused(x, z, q, q_kind, w, w_kind, weighted, wide_weights, w_size, mean, smoo
     # then group_rows: k short rows read as one (a per-class operand repeated k times).
     if q_kind != CLASS and w_kind != CLASS:
         rows, cols = 1, size
-    k = _TILE // max(cols, 1)
-    if k >= 2 and rows >= 2 * k:
+    k = min(_TILE // max(cols, 1), rows)
+    if k >= 2:
         groups = rows // k
         first = _piece(xf, zf, q, q_kind, w, w_kind, a, b, scale, gf, groups, cols, k, threads)
         start = groups * k * cols
