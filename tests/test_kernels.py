@@ -302,6 +302,23 @@ def test_short_rows_are_grouped() -> None:
     close(logistic_kernels.logistic_grad_logits(x, z, q), ref)
 
 
+def test_unowned_is_a_view_of_the_callers_array() -> None:
+    """``loops.unowned``: reads and writes go to the caller's memory; other types pass."""
+    from numba import njit
+
+    from logitloss._kernels.loops import unowned
+
+    @njit
+    def write_through(a, b):
+        view = unowned(a[1:])
+        view[0] = 7.0
+        return view.sum() + unowned(b)
+
+    a = np.arange(4.0)
+    assert write_through(a, 0.5) == 7.0 + 2.0 + 3.0 + 0.5
+    assert a.tolist() == [0.0, 7.0, 2.0, 3.0]
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_empty_scalar_and_one_element(dtype: str) -> None:
     for shape in [(0,), (3, 0), (0, 5), (), (1,), (1, 1)]:

@@ -19,7 +19,9 @@ from logitloss._losses.logistic import kernel, reduced
 
 # (rows, cols): a few rows; short rows the plan groups (rows >= 2 * TILE // cols); past the
 # parallel threshold; one row of many classes.
-SHAPES = [(7, 5), (3 * runtime.TILE // 10 + 3, 10), (80, 1024), (1, 300)]
+# Short rows grouped: all in one group (7 x 5), one group and the rest (2000 x 10), several
+# groups and the rest (3 TILE / 10 + 3 rows); long rows; one row.
+SHAPES = [(7, 5), (2000, 10), (3 * runtime.TILE // 10 + 3, 10), (80, 1024), (1, 300)]
 assert 80 * 1024 >= runtime.PARALLEL_MIN
 
 

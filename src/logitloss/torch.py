@@ -138,8 +138,8 @@ class BCEWithLogitsLoss(torch.nn.Module):
         if _plain_step(self.reduction, input, target, weight, pos_weight) and (
             target.shape == input.shape
             and target.dtype == input.dtype
-            and (weight is None or weight.shape == input.shape[-1:])
-            and (pos_weight is None or pos_weight.shape == input.shape[-1:])
+            and (weight is None or weight.shape in (input.shape, input.shape[-1:]))
+            and (pos_weight is None or pos_weight.shape in (input.shape, input.shape[-1:]))
         ):
             options = {"smoothing": self.label_smoothing, "reduction": self.reduction}
             operands = (target, pos_weight, weight)

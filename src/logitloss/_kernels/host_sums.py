@@ -94,6 +94,12 @@ def _pairwise(a, lo, n):
     return done
 
 
+# For a caller that converts each buffer itself (``logistic.reduced``'s bfloat16 and float16
+# weights, as NumPy's sum of their float32 copy): the buffers' length and one buffer's sum.
+BUFFER = _BUFFER
+pairwise = _pairwise
+
+
 @njit(**OPTIONS)
 def numpy_sum(a):
     """``np.sum(a)`` of a contiguous 1-D float64 array."""
@@ -179,4 +185,4 @@ def counted_mean(total, count):
     return total / count if count != 0.0 else 0.0
 
 
-__all__ = ["counted_mean", "fsum", "numpy_cast_sum", "numpy_sum"]
+__all__ = ["BUFFER", "counted_mean", "fsum", "numpy_cast_sum", "numpy_sum", "pairwise"]

@@ -209,8 +209,10 @@ def group_rows(p: Plan, tile: int) -> list[Plan]:
     the plans to run: the grouped rows, then the rows left over (their bases start there).
     """
     rows, cols = p.rows, p.cols
-    k = tile // max(cols, 1)
-    if k < 2 or rows < 2 * k:
+    # Up to a tile's worth of rows a group, all the rows where they fit in one (512 rows of 10
+    # classes: one tile, not 512 of 10 elements, whose per-tile cost was 5x the work).
+    k = min(tile // max(cols, 1), rows)
+    if k < 2:
         return [p]
     for op in p.operands.values():
         contiguous_rows = op.varies and op.row_stride == cols

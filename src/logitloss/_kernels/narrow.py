@@ -15,7 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import runtime
 from .loops import OPTIONS
@@ -46,6 +48,64 @@ def round_span(bits, out, start, stop):
         # (up to the next binade, or to infinity past the largest bfloat16).
         rounded = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
         target[i] = np.uint16(((b >> np.uint32(16)) | np.uint32(0x40)) if nan else rounded)
+
+
+@njit(**OPTIONS)
+def widen_half_span(bits, out, start, stop):
+    """``out[start:stop]`` (uint32, a float32 array's bits) from the float16 bits
+    ``bits[start:stop]`` (uint16): exact (numba has no float16 on the CPU)."""
+    source, target = bits[start:stop], out[start:stop]
+    for i in range(source.size):
+        h = np.uint32(source[i])
+        sign = (h & np.uint32(0x8000)) << np.uint32(16)
+        em = h & np.uint32(0x7FFF)
+        # Normal: the exponent rebiased (127 - 15 = 112); infinity and NaN: the float32 ones,
+        # the payload kept; subnormal (and zero): em * 2^-24, exact in float32.
+        normal = (em << np.uint32(13)) + np.uint32(112 << 23)
+        special = np.uint32(0x7F800000) | ((em & np.uint32(0x3FF)) << np.uint32(13))
+        tiny = np.float32(np.int32(em)) * np.float32(2.0**-24)
+        small = _float_bits(tiny)
+        body = special if em >= np.uint32(0x7C00) else normal
+        target[i] = sign | (body if em >= np.uint32(0x400) else small)
+
+
+@intrinsic
+def _float_bits(typingctx, f):
+    """The bits of a float32 as a uint32 (a bit cast)."""
+    if f != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@njit(**OPTIONS)
+def round_half_span(bits, out, start, stop):
+    """``out[start:stop]`` (uint16, float16 bits) from the float32 bits ``bits[start:stop]``
+    (uint32), rounded to nearest even as NumPy rounds (subnormal results included), overflow
+    to infinity, NaN kept NaN (quiet, sign and the payload's high bits kept)."""
+    source, target = bits[start:stop], out[start:stop]
+    for i in range(source.size):
+        b = source[i]
+        sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+        a = b & np.uint32(0x7FFFFFFF)
+        nan = np.uint32(0x7E00) | ((a >> np.uint32(13)) & np.uint32(0x3FF))
+        # A float16 normal (from 2^-14): 13 bits dropped, to nearest even, the exponent
+        # rebiased; a carry into the exponent is right (up to infinity past 65504).
+        odd = (a >> np.uint32(13)) & np.uint32(1)
+        normal = (a - np.uint32(112 << 23) + np.uint32(0xFFF) + odd) >> np.uint32(13)
+        # Below 2^-14: units of 2^-24 are the significand (implicit bit set) shifted right by
+        # 126 - exponent, to nearest even; at 25 and more the value is below half a unit
+        # (float32 subnormals included): 0.
+        shift = min(np.uint32(126) - min(a >> np.uint32(23), np.uint32(112)), np.uint32(25))
+        m = (a & np.uint32(0x7FFFFF)) | np.uint32(0x800000)
+        half_unit = (np.uint32(1) << (shift - np.uint32(1))) - np.uint32(1)
+        small = (m + half_unit + ((m >> shift) & np.uint32(1))) >> shift
+        body = small if a < np.uint32(0x38800000) else normal
+        body = np.uint32(0x7C00) if a >= np.uint32(0x477FF000) else body
+        target[i] = np.uint16(sign | (nan if a > np.uint32(0x7F800000) else body))
 
 
 @njit(parallel=True, **OPTIONS)
@@ -100,4 +160,11 @@ def round_into(out: np.ndarray, a: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["round_into", "round_span", "widen", "widen_span"]
+__all__ = [
+    "round_half_span",
+    "round_into",
+    "round_span",
+    "widen",
+    "widen_half_span",
+    "widen_span",
+]

@@ -185,20 +185,16 @@ def binary_cross_entropy(
     grad, native = route.empty_like(xn, x)
     mean = reduction == "mean"
     # Contiguous operands of the usual layouts: one compiled call, no Python sums; float16 and
-    # bfloat16 on float32 copies (exact), the gradient rounded back once, as the drivers do.
-    fused_bce = _kernels("logistic.reduced").run
+    # bfloat16 read as their bits a tile at a time through float32 (exact), the gradient
+    # rounded into them once, as the drivers do (no float32 copies).
+    fused_bce = _kernels("logistic.reduced")
     if xn.dtype.itemsize > 2:
-        value = fused_bce(xn, zn, qn, wn, smoothing=smoothing, mean=mean, grad=grad)
+        value = fused_bce.run(xn, zn, qn, wn, smoothing=smoothing, mean=mean, grad=grad)
         if value is not None:
             return Reduced(value, native)
     elif xn.flags.c_contiguous:
-        from .._kernels import narrow  # numba's, imported with the kernels
-
-        wide = [a if a is None or a.dtype != xn.dtype else narrow.widen(a) for a in (zn, qn, wn)]
-        wide_grad = np.empty(xn.shape, _FLOAT32)
-        value = fused_bce(narrow.widen(xn), *wide, smoothing=smoothing, mean=mean, grad=wide_grad)
+        value = fused_bce.run_narrow(xn, zn, qn, wn, smoothing=smoothing, mean=mean, grad=grad)
         if value is not None:
-            narrow.round_into(grad, wide_grad)
             return Reduced(value, native)
     size = math.prod(xn.shape)
     if wn is None:

@@ -380,13 +380,21 @@ def sum_and_grad(
     grad_stride, partial, t, row, c0, c1, wide,
 ):  # fmt: skip
     """One tile's ``sum of w * loss`` into ``partial[t]`` and ``scale * w * d loss / d x``
-    into ``grad``, with the labels ``a z + b`` (smoothing); an element next to the gradient's
-    zero (narrow inputs) marked NaN and recomputed after the loop."""
+    into ``grad``, with the labels ``a z + b`` (smoothing): :func:`sum_and_grad_span`."""
     xs = span(x, x_stride, row, c0, c1)
     zs = span(z, z_stride, row, c0, c1)
     gs = span(grad, grad_stride, row, c0, c1)
     qs = span_or_first(q, q_stride, q_varies, row, c0, c1)
     ws = span_or_first(w, w_stride, w_varies, row, c0, c1)
+    partial[t, 0] = sum_and_grad_span(xs, zs, qs, q_varies, ws, w_varies, a, b, scale, gs, wide)
+
+
+@njit(inline="always", error_model="numpy")
+def sum_and_grad_span(xs, zs, qs, q_varies, ws, w_varies, a, b, scale, gs, wide):
+    """:func:`sum_and_grad`'s tile on its spans (``qs``, ``ws`` one element where they do
+    not vary): returns the ``sum of w * loss``, writes the gradient into ``gs``; an element
+    next to the gradient's zero (narrow inputs) marked NaN and recomputed after the loop.
+    ``logistic.reduced`` calls it on float32 spans widened from bfloat16 or float16."""
     total = 0.0
     # A constant q or w read once (a register, and loops LLVM unswitches and vectorises).
     q0, w0 = np.float64(qs[0]), np.float64(ws[0])
@@ -398,9 +406,9 @@ def sum_and_grad(
         total = add_reassoc(total, _weighted(wv, loss_element(xv, zv, qv, wide)))
         g, d = grad_element(xv, zv, qv, wide)
         gs[j] = _NAN if d else g * (wv * scale)
-    partial[t, 0] = total
     if not wide and any_nan(gs):
         _fix_near_zero_smoothed(xs, zs, qs, q_varies, ws, w_varies, a, b, scale, gs)
+    return total
 
 
 @njit(error_model="numpy")

@@ -16,11 +16,13 @@ layouts (and the drivers for any other); the JAX FFI handler calls it on XLA's b
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange, types
+from numba.extending import overload
 
-from ..._kernels import host_sums, runtime
-from ..._kernels.loops import OPTIONS
-from .kernel import SumGradOperands, sum_and_grad
+from ..._kernels import host_sums, narrow, runtime
+from ..._kernels.loops import INLINE, OPTIONS
+from ..._kernels.vector_math import prefer_wide_vectors
+from .kernel import SumGradOperands, sum_and_grad, sum_and_grad_span
 
 # How an operand broadcasts to the logits (layout's contiguous plan).
 SINGLE, CLASS, FULL = 0, 1, 2
@@ -54,7 +56,7 @@ def _tile(a, k):
 
 
 @njit(**OPTIONS)
-def _piece(x, z, q, q_kind, w, w_kind, a, b, scale, grad, rows, cols, k, threads):
+def _piece(x, z, q, q_kind, w, w_kind, a, b, scale, grad, rows, cols, k, threads, half):
     """One piece of ``drivers.tiles``' plan: ``rows`` rows of ``cols``, or of ``k`` rows
     grouped as one (``k > 1``), the serial or the parallel kernel by size; returns the tiles'
     partial sums. ``x``, ``z`` and ``grad`` start at the piece."""
@@ -72,15 +74,150 @@ def _piece(x, z, q, q_kind, w, w_kind, a, b, scale, grad, rows, cols, k, threads
     elif w_kind == CLASS and k > 1:
         w_base = _tile(w, k)
     partial = np.empty((rows * ((length + _TILE - 1) // _TILE), 2))
-    ops = SumGradOperands(
-        x, stride, z, stride, q_base, q_stride, q_kind != SINGLE, w_base, w_stride,
-        w_kind != SINGLE, a, b, scale, grad, stride, partial,
-    )  # fmt: skip
-    if threads > 1 and rows * length >= _PARALLEL_MIN:
-        _parallel(ops, rows, length, _TILE)
-    else:
-        _serial(ops, rows, length, _TILE)
+    parallel = threads > 1 and rows * length >= _PARALLEL_MIN
+    _tiles(x, z, q_base, q_stride, q_kind != SINGLE, w_base, w_stride, w_kind != SINGLE, a, b,
+           scale, grad, stride, partial, rows, length, parallel, half)  # fmt: skip
     return partial
+
+
+def _tiles(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad, stride,
+           partial, rows, length, parallel, half):  # fmt: skip
+    """The tile kernel over a piece: ``kernel.sum_and_grad`` for float32 and float64 logits,
+    :func:`_narrow_serial` / :func:`_narrow_parallel` for float16 and bfloat16 bits (uint16),
+    picked at compile time."""
+
+
+@overload(_tiles, inline="always")
+def _tiles_typed(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad, stride,
+                 partial, rows, length, parallel, half):  # fmt: skip
+    if x.dtype == types.uint16:
+
+        def narrow_tiles(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad,
+                         stride, partial, rows, length, parallel, half):  # fmt: skip
+            if parallel:
+                _narrow_parallel(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b,
+                                 scale, grad, stride, partial, rows, length, _TILE,
+                                 half)  # fmt: skip
+            else:
+                _narrow_serial(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale,
+                               grad, stride, partial, rows, length, _TILE, half)  # fmt: skip
+
+        return narrow_tiles
+
+    def wide_tiles(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad, stride,
+                   partial, rows, length, parallel, half):  # fmt: skip
+        ops = SumGradOperands(
+            x, stride, z, stride, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale,
+            grad, stride, partial,
+        )  # fmt: skip
+        if parallel:
+            _parallel(ops, rows, length, _TILE)
+        else:
+            _serial(ops, rows, length, _TILE)
+
+    return wide_tiles
+
+
+# --- float16 and bfloat16: each tile through float32 scratch ---------------------------------
+#
+# The logits, the labels and a per-element pos_weight or weight of a narrow dtype come as their
+# bits (uint16; ``half``: float16, else bfloat16). A tile's spans are widened (exactly) into
+# float32 arrays, ``kernel.sum_and_grad_span`` runs on them as on float32 operands (the same
+# loop: the same partial sum and float32 gradient), and the gradient is rounded once into the
+# narrow output: what float32 copies, the float32 kernel and one rounding gave, without the
+# copies (five full-size arrays and two more passes over memory).
+
+
+def _staged(a, start, n, half):
+    """``a[start:start + n]`` as float32: the span itself (float32 operands), or widened from
+    float16 or bfloat16 bits (uint16) into a new array."""
+
+
+@overload(_staged, inline="always")
+def _staged_typed(a, start, n, half):
+    if a.dtype != types.uint16:
+        return lambda a, start, n, half: a[start : start + n]
+
+    def widened(a, start, n, half):
+        out = np.empty(n, np.float32)
+        bits = out.view(np.uint32)
+        if half:
+            narrow.widen_half_span(a[start : start + n], bits, 0, n)
+        else:
+            narrow.widen_span(a[start : start + n], bits, 0, n)
+        return out
+
+    return widened
+
+
+@njit(**INLINE)
+def _narrow_tile(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad, stride,
+                 partial, t, row, c0, c1, half):  # fmt: skip
+    """Tile ``t`` (columns ``c0:c1`` of row ``row``) of narrow logits: ``kernel.sum_and_grad``
+    on float32 spans, the gradient rounded into ``grad`` (bits)."""
+    start = row * stride + c0
+    n = c1 - c0
+    xs = _staged(x, start, n, half)
+    zs = _staged(z, start, n, half)
+    # pos_weight and weights: the span, or the row's one value (``loops.span_or_first``).
+    qs = _staged(q, row * q_stride + (c0 if q_varies else 0), n if q_varies else 1, half)
+    ws = _staged(w, row * w_stride + (c0 if w_varies else 0), n if w_varies else 1, half)
+    gs = np.empty(n, np.float32)
+    partial[t, 0] = sum_and_grad_span(xs, zs, qs, q_varies, ws, w_varies, a, b, scale, gs, False)
+    if half:
+        narrow.round_half_span(gs.view(np.uint32), grad[start : start + n], 0, n)
+    else:
+        narrow.round_span(gs.view(np.uint32), grad[start : start + n], 0, n)
+
+
+@njit(**OPTIONS)
+def _narrow_serial(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad,
+                   stride, partial, rows, cols, tile, half):  # fmt: skip
+    """The tiles of narrow logits on the calling thread (``loops``' tile loop)."""
+    per_row = (cols + tile - 1) // tile
+    for t in range(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        prefer_wide_vectors()  # as loops' tile loop: the same sums as the float32 kernel's
+        _narrow_tile(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad,
+                     stride, partial, t, row, c0, c1, half)  # fmt: skip
+
+
+@njit(parallel=True, **OPTIONS)
+def _narrow_parallel(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad,
+                     stride, partial, rows, cols, tile, half):  # fmt: skip
+    """:func:`_narrow_serial`'s tiles shared among numba's threads."""
+    per_row = (cols + tile - 1) // tile
+    for t in prange(rows * per_row):
+        row = t // per_row
+        c0 = (t - row * per_row) * tile
+        c1 = min(cols, c0 + tile)
+        prefer_wide_vectors()  # as loops' tile loop: the same sums as the float32 kernel's
+        _narrow_tile(x, z, q, q_stride, q_varies, w, w_stride, w_varies, a, b, scale, grad,
+                     stride, partial, t, row, c0, c1, half)  # fmt: skip
+
+
+def _weights_sum(w, half):
+    """``np.sum(w, dtype=np.float64)`` of float32 weights (``host_sums.numpy_cast_sum``), or
+    of narrow weights' bits as of their float32 copy: each of NumPy's buffers widened first."""
+
+
+@overload(_weights_sum, inline="always")
+def _weights_sum_typed(w, half):
+    if w.dtype != types.uint16:
+        return lambda w, half: host_sums.numpy_cast_sum(w)
+
+    def staged(w, half):
+        total = 0.0
+        lo = 0
+        while lo < w.size:
+            n = min(host_sums.BUFFER, w.size - lo)
+            total += host_sums.pairwise(_staged(w, lo, n, half), 0, n)
+            lo += n
+        return total
+
+    return staged
 
 
 @njit(**OPTIONS)
@@ -95,11 +232,29 @@ def fused(x, z, q, q_kind, w, w_kind, weighted, wide_weights, w_size, mean, smoo
     (each is repeated ``x.size / w_size`` times in the broadcast); ``wide_weights``: sum them
     as float64 values (else cast, as ``np.sum(w, dtype=float64)``). ``threads`` as
     ``runtime.threads_for`` (numba's thread count set by the caller)."""
+    return _fused(x, z, q, q_kind, w, w_kind, weighted, wide_weights, w_size, mean, smoothing,
+                  grad, threads, False)  # fmt: skip
+
+
+@njit(**OPTIONS)
+def fused_narrow(x, z, q, q_kind, w, w_kind, weighted, w_size, mean, smoothing, grad, threads,
+                 half):  # fmt: skip
+    """:func:`fused` for float16 (``half``) or bfloat16 logits, as their bits (uint16), the
+    gradient written rounded into ``grad`` (bits); ``z``, ``q`` and ``w`` float32, or bits of
+    the logits' dtype (``q``, ``w`` then of kind :data:`FULL`). The result of float32 copies
+    through :func:`fused`, the gradient rounded once, bit for bit."""
+    return _fused(x, z, q, q_kind, w, w_kind, weighted, False, w_size, mean, smoothing, grad,
+                  threads, half)  # fmt: skip
+
+
+@njit(**INLINE)
+def _fused(x, z, q, q_kind, w, w_kind, weighted, wide_weights, w_size, mean, smoothing, grad,
+           threads, half):  # fmt: skip
     rows, cols = x.shape
     size = rows * cols
     denominator = np.float64(size)
     if weighted:
-        total_w = host_sums.numpy_sum(w) if wide_weights else host_sums.numpy_cast_sum(w)
+        total_w = host_sums.numpy_sum(w) if wide_weights else _weights_sum(w, half)
         denominator = total_w * (np.float64(size) / np.float64(max(1, w_size)))
     scale = 1.0
     if mean:
@@ -110,10 +265,11 @@ def fused(x, z, q, q_kind, w, w_kind, weighted, wide_weights, w_size, mean, smoo
     # then group_rows: k short rows read as one (a per-class operand repeated k times).
     if q_kind != CLASS and w_kind != CLASS:
         rows, cols = 1, size
-    k = _TILE // max(cols, 1)
-    if k >= 2 and rows >= 2 * k:
+    k = min(_TILE // max(cols, 1), rows)
+    if k >= 2:
         groups = rows // k
-        first = _piece(xf, zf, q, q_kind, w, w_kind, a, b, scale, gf, groups, cols, k, threads)
+        first = _piece(xf, zf, q, q_kind, w, w_kind, a, b, scale, gf, groups, cols, k, threads,
+                       half)  # fmt: skip
         start = groups * k * cols
         rest = rows - groups * k
         second = np.empty((0, 2))
@@ -121,9 +277,10 @@ def fused(x, z, q, q_kind, w, w_kind, weighted, wide_weights, w_size, mean, smoo
             q_rest = q[start:] if q_kind == FULL else q
             w_rest = w[start:] if w_kind == FULL else w
             second = _piece(xf[start:], zf[start:], q_rest, q_kind, w_rest, w_kind, a, b, scale,
-                            gf[start:], rest, cols, 1, threads)  # fmt: skip
+                            gf[start:], rest, cols, 1, threads, half)  # fmt: skip
     else:
-        first = _piece(xf, zf, q, q_kind, w, w_kind, a, b, scale, gf, rows, cols, 1, threads)
+        first = _piece(xf, zf, q, q_kind, w, w_kind, a, b, scale, gf, rows, cols, 1, threads,
+                       half)  # fmt: skip
         second = np.empty((0, 2))
     sums = np.empty(first.shape[0] + second.shape[0])
     sums[: first.shape[0]] = first[:, 0]
@@ -175,4 +332,64 @@ def run(
     return runtime.call(fused, (x.dtype,), args, threads=threads)
 
 
-__all__ = ["CLASS", "FULL", "SINGLE", "fused", "kind", "run"]
+_FLOAT32 = np.dtype(np.float32)
+
+
+def run_narrow(
+    x: np.ndarray,
+    z: np.ndarray,
+    q: np.ndarray | None,
+    w: np.ndarray | None,
+    *,
+    smoothing: float,
+    mean: bool,
+    grad: np.ndarray,
+) -> float | None:
+    """:func:`run` for float16 or bfloat16 logits ``x`` (C-contiguous), the gradient rounded
+    into ``grad`` (new, C-contiguous, ``x``'s shape and dtype): the value and gradient of
+    float32 copies of every operand of ``x``'s dtype through :func:`run`, the gradient rounded
+    once, bit for bit, without the copies (:func:`fused_narrow`). ``z``, ``q``, ``w`` of
+    ``x``'s dtype or float32; None, nothing written, where :func:`run` would refuse the copies
+    (another dtype, layout or broadcast)."""
+    shape = x.shape
+    dtype = x.dtype
+    if not (x.size and x.ndim and x.flags.c_contiguous and grad.flags.c_contiguous
+            and z.shape == shape and z.dtype in (dtype, _FLOAT32)):  # fmt: skip
+        return None
+    # An operand of x's dtype is read as its bits (a float32 copy would be C-contiguous: a
+    # contiguous narrow copy is what the kernel reads then), one of kind SINGLE or CLASS
+    # widened here (at most a row); a float32 one must be contiguous, as run() requires.
+    if z.dtype == dtype:
+        z = np.ascontiguousarray(z).view(np.uint16)
+    elif not z.flags.c_contiguous:
+        return None
+    operands, kinds = [], []
+    for a in (q, w):
+        if a is None:
+            operands.append(_ONE[_FLOAT32])
+            kinds.append(SINGLE)
+            continue
+        a_kind = kind(a, shape)
+        if a_kind < 0 or a.dtype not in (dtype, _FLOAT32):
+            return None
+        if a.dtype == _FLOAT32:
+            if not a.flags.c_contiguous:
+                return None
+        elif a_kind == FULL:
+            a = np.ascontiguousarray(a).view(np.uint16)
+        else:
+            a = a.astype(_FLOAT32)
+        operands.append(a.reshape(-1))
+        kinds.append(a_kind)
+    cols = shape[-1]
+    rows = x.size // cols
+    threads = runtime.threads_for(x.size)
+    args = (x.reshape(rows, cols).view(np.uint16), z.reshape(rows, cols), operands[0],
+            kinds[0], operands[1], kinds[1], w is not None, 1 if w is None else w.size, mean,
+            float(smoothing), grad.reshape(rows, cols).view(np.uint16), threads,
+            dtype == np.float16)  # fmt: skip
+    key = ("narrow", *(a.dtype for a in args[:2]), operands[0].dtype, operands[1].dtype)
+    return runtime.call(fused_narrow, key, args, threads=threads)
+
+
+__all__ = ["CLASS", "FULL", "SINGLE", "fused", "fused_narrow", "kind", "run", "run_narrow"]

@@ -29,7 +29,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ..._kernels import host_sums, runtime
-from ..._kernels.loops import INLINE, OPTIONS
+from ..._kernels.loops import INLINE, OPTIONS, unowned
 from ..._kernels.narrow import round_span as _round_span
 from ..._kernels.narrow import widen_span as _widen_span
 from ..._kernels.vector_math import is_float64, prefer_wide_vectors
@@ -119,24 +119,35 @@ def _is_bits_typed(x):
     return lambda x: bits
 
 
+@njit(**INLINE)
+def _scratch(x, soft, smoothing, z_scale):
+    """:func:`_rows`' scratch rows, allocated by its caller (which so keeps them alive while
+    ``_rows`` reads them without counting references: ``loops.unowned``): a row's effective
+    labels, its float64 gradient where the z-loss adds to it, each entry's ``e^(x_j - m)``
+    (kept by the sums' pass for the gradient's), and for bfloat16 bits the float32 row and
+    gradient row they are staged through."""
+    cols = x.shape[1]
+    plain = not soft and smoothing == 0.0 and z_scale == 0.0
+    staged = cols if _is_bits(x) else 0
+    return (np.empty(0 if plain else cols), np.empty(cols if z_scale != 0.0 else 0),
+            np.empty(cols), np.empty(staged, np.float32), np.empty(staged, np.float32))  # fmt: skip
+
+
 @njit(**OPTIONS)
 def _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
-          grad_scale, loss, grad, start, stop):  # fmt: skip
+          grad_scale, loss, grad, start, stop, scratch):  # fmt: skip
     """Rows ``start:stop``: ``loss[i]`` (float64, weighted, 0 where not counted) and
     ``grad[i] = grad_scale * d loss_i / d x_i``. ``soft``: probability targets ``z``, else
     index ``labels``. bfloat16 logits and gradient come as their bits (uint16): each row is
     widened into a float32 scratch row and its gradient rounded from one, in cache (no float32
-    copy of the whole array, no second pass)."""
+    copy of the whole array, no second pass). ``scratch``: :func:`_scratch`'s."""
     prefer_wide_vectors()
-    cols = x.shape[1]
     plain = not soft and smoothing == 0.0 and z_scale == 0.0
-    # The effective labels of a row, and its float64 gradient where the z-loss adds to it.
-    targets = np.empty(0 if plain else cols)
-    wide_grad = np.empty(cols if z_scale != 0.0 else 0)
-    # Each entry's e^(x_j - m), kept by the sums' pass for the gradient's.
-    exps = np.empty(cols)
-    staged = cols if _is_bits(x) else 0
-    x_row, grad_row = np.empty(staged, np.float32), np.empty(staged, np.float32)
+    # Every array as a view numba does not reference-count: the caller holds them all.
+    x, labels, z, w, mask = unowned(x), unowned(labels), unowned(z), unowned(w), unowned(mask)
+    loss, grad = unowned(loss), unowned(grad)
+    targets, wide_grad, exps = unowned(scratch[0]), unowned(scratch[1]), unowned(scratch[2])
+    x_row, grad_row = unowned(scratch[3]), unowned(scratch[4])
     for i in range(start, stop):
         xs = _row_in(x, i, x_row)
         gs = _row_out(grad, i, grad_row)
@@ -232,8 +243,9 @@ def _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, s
         start = b * per_block
         stop = min(rows, start + per_block)
         if start < stop:
+            scratch = _scratch(x, soft, smoothing, z_scale)
             _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
-                  grad_scale, loss, grad, start, stop)  # fmt: skip
+                  grad_scale, loss, grad, start, stop, scratch)  # fmt: skip
 
 
 @njit(**OPTIONS)
@@ -252,8 +264,9 @@ def fused(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
     grad_scale = _grad_scale(mean, denominator)
     loss = np.empty(x.shape[0])
     if threads <= 1:
+        scratch = _scratch(x, soft, smoothing, z_scale)
         _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
-              grad_scale, loss, grad, 0, x.shape[0])  # fmt: skip
+              grad_scale, loss, grad, 0, x.shape[0], scratch)  # fmt: skip
     else:
         _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
                        z_scale, grad_scale, loss, grad,
