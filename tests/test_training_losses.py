@@ -10,6 +10,7 @@ that definition or ``torch.autograd.gradcheck``'s finite differences.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import mpmath as mp
@@ -441,3 +442,22 @@ def test_masked_and_ignored_labels_need_not_be_classes() -> None:
     got = ce(XE, labels, where=np.array([True, False]))
     np.testing.assert_allclose(got, math.log(3), rtol=1e-7)
     assert ce(XE, np.array([-1, 2]), ignore_index=-1, reduction="sum") == np.float32(math.log(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("count", [65, 66, 100])
+def test_a_sum_beyond_the_dtype_rounds_to_inf_silently(dtype: Any, count: int) -> None:
+    """The reduced value is rounded once into the logits' dtype: a float16 sum past 65504 is
+    inf (no overflow warning), one below it finite, and wider dtypes keep it (the mpmath
+    value of ``count`` elements of ``softplus(1000)``)."""
+    x = np.full(count, -1000.0, dtype)
+    z = np.ones(count, dtype)
+    exact = count * _softplus(mp.mpf(1000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        total = logitloss.binary_cross_entropy_with_logits(x, z, reduction="sum")
+    assert total.dtype == dtype and total.shape == ()
+    with np.errstate(over="ignore"):  # NumPy's rounding of the exact value: inf past the max
+        expected = np.asarray(float(exact)).astype(dtype)
+    assert total == expected
+    assert np.isinf(total) == (dtype is np.float16 and count * 1000 > 65520)

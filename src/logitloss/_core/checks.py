@@ -6,6 +6,7 @@ the rest of the package sees arrays of the logits' library, device and dtype.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -40,7 +41,7 @@ def namespace_of(fn: str, **arguments: Any) -> tuple[Any, Any]:
     """
     foreign = {k: v for k, v in arguments.items() if v is not None and not is_numpy_like(v)}
     if not foreign:
-        return arrays.namespace(np.empty(0)), None
+        return _numpy_namespace(), None
     try:
         xp = arrays.namespace(*foreign.values())
     except TypeError:
@@ -50,6 +51,13 @@ def namespace_of(fn: str, **arguments: Any) -> tuple[Any, Any]:
             "(NumPy arrays and lists are converted to it)"
         ) from None
     return xp, arrays.device(next(iter(foreign.values())))
+
+
+@functools.cache
+def _numpy_namespace() -> Any:
+    """The namespace of NumPy arrays (NumPy itself, or array-api-compat's wrapper of an older
+    NumPy), found once."""
+    return arrays.namespace(np.empty(0))
 
 
 def _as_numpy(fn: str, arg: str, value: Any) -> np.ndarray:
@@ -153,6 +161,8 @@ def broadcasts_into(
     1 to an unknown size is left to the caller's static shapes)."""
     if None in tuple(z.shape) or None in tuple(shape):
         fits = _broadcasts_unknown(tuple(z.shape), tuple(shape))
+    elif tuple(z.shape) == tuple(shape):
+        fits = True  # the usual case, without NumPy's broadcast (microseconds)
     else:
         try:
             fits = np.broadcast_shapes(tuple(z.shape), tuple(shape)) == tuple(shape)

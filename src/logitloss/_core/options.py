@@ -79,7 +79,7 @@ def mask(fn: str, value: Any, x: Array, xp: Any, shape: tuple[int, ...]) -> Arra
         return None
     where = checks.in_namespace_of(fn, "where", value, x, xp)
     try:
-        is_bool = bool(xp.isdtype(where.dtype, "bool"))
+        is_bool = arrays.isdtype(xp, where.dtype, "bool")
     except (TypeError, ValueError):
         is_bool = False
     if not is_bool:
