@@ -17,12 +17,13 @@ import contextlib
 import contextvars
 import functools
 import importlib.util
+import math
 import sys
 from collections.abc import Iterator
 
 import numpy as np
 
-from . import arrays
+from . import arrays, buffers
 from .arrays import Array
 
 # Below this many logits the reference path is used: it is as fast as a kernel call there
@@ -155,14 +156,19 @@ _HUGE_PAGES_MIN = 4 << 20
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype, like: Array) -> np.ndarray:
-    """A new NumPy array for a kernel's result, from torch's allocator when ``like`` is a torch
-    tensor (a NumPy view of a new tensor, which :func:`like` turns back into one).
+    """A new C-contiguous NumPy array for a kernel's result (which :func:`like` turns into the
+    library of ``like``: a tensor sharing its memory for torch).
 
-    Why: NumPy asks Linux for transparent huge pages on arrays of 4 MiB and more (``madvise``);
-    where the kernel must compact memory to find them (``defrag`` set to ``madvise``, the usual
-    default), the first touch of such an array stalled for 0.7 to 3 s now and then on the
-    benchmark machine (a 131 MB gradient: 23 ms otherwise). Torch's allocator does not ask.
+    From :data:`buffers.MIN_BYTES` up it comes from :mod:`buffers`' pool (memory that the
+    previous step's gradient left, already paged in). Below that, a tensor's from torch's
+    allocator and NumPy's own from NumPy: NumPy asks Linux for transparent huge pages on
+    arrays of 4 MiB and more (``madvise``), and where the kernel must compact memory to find
+    them (``defrag`` set to ``madvise``, the usual default) the first touch of such an array
+    stalled for 0.7 to 3 s now and then on the benchmark machine; torch's allocator does not ask.
     """
+    dtype = np.dtype(dtype)
+    if math.prod(shape) * dtype.itemsize >= buffers.MIN_BYTES:
+        return buffers.empty(shape, dtype)
     if _is_numpy(like):
         return np.empty(shape, dtype)
     import torch
@@ -172,16 +178,19 @@ def empty(shape: tuple[int, ...], dtype: np.dtype, like: Array) -> np.ndarray:
 
 def empty_like(a: np.ndarray, like: Array) -> tuple[np.ndarray, Array]:
     """A new C-contiguous array of the shape and dtype of ``a`` (a NumPy view of ``like``):
-    ``(its NumPy view, itself in the library of like)``, from the allocator :func:`empty`
-    explains: for a tensor NumPy's below its huge-page threshold, else ``torch.empty_like``."""
-    if _is_numpy(like):
+    ``(its NumPy view, itself in the library of like)``, from the allocators :func:`empty`
+    explains (below NumPy's huge-page threshold NumPy's for a tensor too: microseconds faster
+    than a torch tensor and its NumPy view, a small training step's budget)."""
+    if a.nbytes >= buffers.MIN_BYTES:
+        result = buffers.empty(a.shape, a.dtype)
+    elif _is_numpy(like) or a.nbytes < _HUGE_PAGES_MIN:
         result = np.empty(a.shape, a.dtype)
-        return result, result
-    if a.nbytes < _HUGE_PAGES_MIN:
-        # As safe there, and microseconds faster than a torch tensor and its NumPy view (a
-        # small training step's budget).
-        result = np.empty(a.shape, a.dtype)
-        return result, _tensor(result)
+    else:
+        return _torch_empty_like(like)
+    return result, (result if _is_numpy(like) else _tensor(result))
+
+
+def _torch_empty_like(like: Array) -> tuple[np.ndarray, Array]:
     torch = sys.modules["torch"]
     if like.is_contiguous():
         tensor = torch.empty_like(like)  # the same layout: a microsecond less than asking for it

@@ -1,0 +1,79 @@
+"""Memory for large kernel results, kept and handed out again once its arrays are gone.
+
+Why: the first touch of each 4 KiB page of a new array is a page fault, and the system zeroes
+the page. On the benchmark machine (a VM, Intel Xeon) that cost 11-15 ms for 32 MiB, more than
+the whole softmax loss over 32 MiB of logits (12 ms, one thread). glibc's malloc keeps freed
+blocks below 32 MiB for reuse (its adaptive mmap threshold) but maps larger ones anew for
+every request and returns them on free, so a training loop paid those faults on every step's
+gradient from that size up (torch's own losses pay them too).
+
+A block here is an anonymous private mapping. Each array handed out is a view of a fresh lease
+on its block (a ctypes array over the block's memory, which every view of the array keeps
+alive); when the last array, view or tensor sharing that memory is gone, the lease's finalizer
+puts the block back in the pool, never before. Blocks are matched by exact size (a training
+loop asks for the same shapes every step). At most :data:`LIMIT` bytes of free blocks are kept
+(the environment variable ``LOGITLOSS_CACHED_BYTES``, 0 to keep none); the rest is returned to
+the system as before. torch's CUDA caching allocator does the same for the same reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import mmap
+import os
+import weakref
+
+import numpy as np
+
+#: From this size up results come from the pool (glibc reuses smaller blocks itself).
+MIN_BYTES = 32 << 20
+#: The most bytes of free blocks kept for reuse.
+LIMIT = int(os.environ.get("LOGITLOSS_CACHED_BYTES", 1 << 30))
+
+# Free blocks by size. list.append and list.pop are atomic under the GIL, and a finalizer may
+# run on any thread, inside any allocation: no lock (a lock taken there could deadlock).
+_free: dict[int, list[mmap.mmap | bytearray]] = {}
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A new C-contiguous array of ``shape`` and ``dtype`` (uninitialised), in a block from the
+    pool where one of its size is free."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    block = _take(nbytes)
+    lease = (ctypes.c_byte * nbytes).from_buffer(block)
+    release = weakref.finalize(lease, _give_back, block)
+    release.atexit = False  # at exit there is nothing to reuse it for
+    return np.frombuffer(lease, dtype=dtype).reshape(shape)
+
+
+def cached_bytes() -> int:
+    """The bytes of free blocks kept now."""
+    return sum(len(block) for blocks in list(_free.values()) for block in list(blocks))
+
+
+def _take(nbytes: int) -> mmap.mmap | bytearray:
+    blocks = _free.get(nbytes)
+    if blocks:
+        try:
+            return blocks.pop()
+        except IndexError:  # another thread took the last one
+            pass
+    return _new_block(nbytes)
+
+
+def _new_block(nbytes: int) -> mmap.mmap | bytearray:
+    """Zeroed memory from the system, mapped lazily (no page touched yet). Private: a forked
+    process gets its own copy, as with malloc's memory."""
+    if hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return bytearray(nbytes)  # Windows: no anonymous private mapping in the mmap module
+
+
+def _give_back(block: mmap.mmap | bytearray) -> None:
+    if cached_bytes() + len(block) <= LIMIT:
+        _free.setdefault(len(block), []).append(block)
+
+
+__all__ = ["LIMIT", "MIN_BYTES", "cached_bytes", "empty"]
