@@ -110,6 +110,8 @@ def test_torch_gradients_come_back_after_grad_is_dropped() -> None:
     x = torch.randn(512, 1024, generator=gen, requires_grad=True)  # 2 MiB
     z = (torch.rand(512, 1024, generator=gen) < 0.3).float()
     loss_fn = BCEWithLogitsLoss()
+    loss_fn(x, z).backward()  # (a first call may compile: autograd may copy that gradient)
+    x.grad = None
     loss_fn(x, z).backward()
     first = x.grad.clone()
     address = x.grad.data_ptr()
@@ -124,3 +126,70 @@ def test_torch_gradients_come_back_after_grad_is_dropped() -> None:
     y = x.detach().clone().requires_grad_()
     reference(y, z).backward()
     torch.testing.assert_close(x.grad, y.grad, rtol=1e-6, atol=1e-12)
+
+
+def _unreduced_cases(rng: np.random.Generator, dtype: type) -> dict:
+    """Each unreduced loss with its arguments, 512 x 1024 (2 or 4 MiB: past the test pool's
+    1 MiB), classes last and, for the softmax losses, first (the gradient's other layout)."""
+    x = rng.standard_normal((512, 1024)).astype(dtype)
+    z = rng.random((512, 1024)).astype(dtype)
+    p = z / z.sum(-1, keepdims=True)
+    q = rng.random(1024).astype(dtype) * 3
+    labels = rng.integers(0, 1024, 512)
+    return {
+        "sigmoid": (logitloss.sigmoid_cross_entropy_with_logits, {"labels": z, "logits": x}),
+        "weighted": (
+            logitloss.weighted_cross_entropy_with_logits,
+            {"labels": z, "logits": x, "pos_weight": q},
+        ),
+        "softmax": (logitloss.softmax_cross_entropy_with_logits, {"labels": p, "logits": x}),
+        "softmax_first": (
+            logitloss.softmax_cross_entropy_with_logits,
+            {"labels": np.ascontiguousarray(p.T), "logits": np.ascontiguousarray(x.T), "axis": 0},
+        ),
+        "sparse": (
+            logitloss.sparse_softmax_cross_entropy_with_logits,
+            {"labels": labels, "logits": x},
+        ),
+    }
+
+
+@pytest.mark.usefixtures("pool")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["sigmoid", "weighted", "softmax", "softmax_first", "sparse"])
+def test_unreduced_losses_and_gradients_through_reused_blocks(case: str, dtype: type) -> None:
+    """The kernels' unreduced outputs (loss and, through torch's backward, the gradient) come
+    from the pool past its threshold; a step that reuses the previous step's blocks gives the
+    reference path's numbers, and what the caller still holds is never written."""
+    torch = pytest.importorskip("torch")
+    fn, kwargs = _unreduced_cases(np.random.default_rng(5), dtype)[case]
+
+    def step() -> tuple[np.ndarray, np.ndarray]:
+        logits = torch.from_numpy(kwargs["logits"]).requires_grad_()
+        tensors = {k: torch.from_numpy(v) for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+        loss = fn(**(kwargs | tensors | {"logits": logits}))
+        (loss * torch.linspace(0.5, 1.5, loss.numel()).reshape(loss.shape).to(loss.dtype)).sum(
+        ).backward()  # fmt: skip
+        return loss.detach().numpy(), logits.grad.numpy()
+
+    with route.reference_path():
+        expected_loss, expected_grad = step()
+    held = step()
+    held_copy = tuple(a.copy() for a in held)
+    again = step()  # the first step's arrays still held: other blocks
+    np.testing.assert_array_equal(held[0], held_copy[0])
+    np.testing.assert_array_equal(held[1], held_copy[1])
+    addresses = {_address(a) for a in held}
+    del held
+    gc.collect()
+    reused = step()
+    if case != "softmax_first":  # (there autograd copies the gradient into the logits' layout)
+        assert {_address(a) for a in reused} & addresses
+    for result in (again, reused):  # bit for bit the first step's
+        np.testing.assert_array_equal(result[0], held_copy[0])
+        np.testing.assert_array_equal(result[1], held_copy[1])
+    # and the reference path's numbers (the kernels' float64 bound is a few ULP)
+    # (float64 gradients near a cancellation differ by a few ULP of the terms: atol)
+    rtol, atol = (1e-6, 1e-12) if dtype == np.float32 else (1e-12, 1e-15)
+    np.testing.assert_allclose(held_copy[0], expected_loss, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(held_copy[1], expected_grad, rtol=rtol, atol=atol)

@@ -37,15 +37,24 @@ _free: dict[int, list[mmap.mmap | bytearray]] = {}
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A new C-contiguous array of ``shape`` and ``dtype`` (uninitialised), in a block from the
-    pool where one of its size is free."""
+    """``np.empty(shape, dtype)``: C order, uninitialised; from :data:`MIN_BYTES` up in a block
+    from the pool where one of its size is free."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
     block = _take(nbytes)
     lease = (ctypes.c_byte * nbytes).from_buffer(block)
     release = weakref.finalize(lease, _give_back, block)
     release.atexit = False  # at exit there is nothing to reuse it for
     return np.frombuffer(lease, dtype=dtype).reshape(shape)
+
+
+def empty_like(a: np.ndarray) -> np.ndarray:
+    """``np.empty_like(a)`` (``a``'s memory order), from the pool where that is C order."""
+    if a.flags.c_contiguous:
+        return empty(a.shape, a.dtype)
+    return np.empty_like(a)
 
 
 def cached_bytes() -> int:
@@ -76,4 +85,4 @@ def _give_back(block: mmap.mmap | bytearray) -> None:
         _free.setdefault(len(block), []).append(block)
 
 
-__all__ = ["LIMIT", "MIN_BYTES", "cached_bytes", "empty"]
+__all__ = ["LIMIT", "MIN_BYTES", "cached_bytes", "empty", "empty_like"]

@@ -167,10 +167,8 @@ def empty(shape: tuple[int, ...], dtype: np.dtype, like: Array) -> np.ndarray:
     stalled for 0.7 to 3 s now and then on the benchmark machine; torch's allocator does not ask.
     """
     dtype = np.dtype(dtype)
-    if math.prod(shape) * dtype.itemsize >= buffers.MIN_BYTES:
+    if _is_numpy(like) or math.prod(shape) * dtype.itemsize >= buffers.MIN_BYTES:
         return buffers.empty(shape, dtype)
-    if _is_numpy(like):
-        return np.empty(shape, dtype)
     import torch
 
     return to_numpy(torch.empty(shape, dtype=_torch_dtypes()[dtype]))
@@ -181,10 +179,8 @@ def empty_like(a: np.ndarray, like: Array) -> tuple[np.ndarray, Array]:
     ``(its NumPy view, itself in the library of like)``, from the allocators :func:`empty`
     explains (below NumPy's huge-page threshold NumPy's for a tensor too: microseconds faster
     than a torch tensor and its NumPy view, a small training step's budget)."""
-    if a.nbytes >= buffers.MIN_BYTES:
+    if _is_numpy(like) or not _HUGE_PAGES_MIN <= a.nbytes < buffers.MIN_BYTES:
         result = buffers.empty(a.shape, a.dtype)
-    elif _is_numpy(like) or a.nbytes < _HUGE_PAGES_MIN:
-        result = np.empty(a.shape, a.dtype)
     else:
         return _torch_empty_like(like)
     return result, (result if _is_numpy(like) else _tensor(result))

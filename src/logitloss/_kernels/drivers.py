@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core import arrays
+from .._core import arrays, buffers
 from . import layout, loops, narrow, runtime
 
 # Computed through float32 (exact widening), rounded to their own dtype at the end: the float32
@@ -186,7 +186,7 @@ def elementwise(
         ):
             target = None
         if target is None:
-            target = np.empty_like(x) if x_order else np.empty(x.shape, x.dtype)
+            target = buffers.empty_like(x) if x_order else buffers.empty(x.shape, x.dtype)
         targets[name] = target
     if x.size:
         pieces, used = tiles(kernels, x, inputs, targets)
@@ -260,4 +260,4 @@ def is_wide(out: np.ndarray | None) -> bool:
 def cast_into(wide: np.ndarray | None, out: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     """The float32 ``wide`` rounded once to the narrow ``dtype``, into ``out`` if given."""
     assert wide is not None
-    return narrow.round_into(np.empty(wide.shape, dtype) if out is None else out, wide)
+    return narrow.round_into(buffers.empty(wide.shape, dtype) if out is None else out, wide)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from ..._core import compensated
+from ..._core import buffers, compensated
 from ..._kernels import drivers, runtime
 from ..._kernels.loops import (
     BROADCAST,
@@ -611,7 +611,7 @@ def _sum_and_grad(
     scale: float,
 ) -> tuple[Any, ...]:
     """:func:`logistic_loss_sum_and_grad` once its operands are checked: ``(grad, total)``."""
-    grad = outs["grad"] if outs["grad"] is not None else np.empty_like(x)
+    grad = outs["grad"] if outs["grad"] is not None else buffers.empty_like(x)
     if not x.size:
         return grad, 0.0
     a, b = 1.0 - smoothing, smoothing / 2

@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from ..._core import buffers
 from ..._kernels import drivers, layout
 from ..._kernels.loops import INLINE, ROWS, VALUE, class_row, operands, over_rows
 from ..._kernels.vector_math import (
@@ -671,9 +672,9 @@ def _softmax_run(
         # The gradient in the logits' memory order when the kernels can read that, else with
         # the classes contiguous (the kernels' order), the axis moved back.
         if moved_x.strides[-1] == x.itemsize or moved_x.shape[-1] == 1:
-            grad = np.empty_like(x)
+            grad = buffers.empty_like(x)
         else:
-            grad = np.moveaxis(np.empty(moved_x.shape, x.dtype), -1, axis)
+            grad = np.moveaxis(buffers.empty(moved_x.shape, x.dtype), -1, axis)
     if moved_x.size == 0:
         return loss, grad
     classes = {"x": moved_x} | ({} if moved_z is None else {"z": moved_z})
@@ -689,7 +690,7 @@ def _softmax_run(
         np.may_share_memory(grad_target, a) and not drivers.same_view(grad_target, a)
         for a in classes.values()
     ):
-        grad_target = np.empty(moved_x.shape, x.dtype)
+        grad_target = buffers.empty(moved_x.shape, x.dtype)
     for attempt in range(2):
         full = {name: (a, False) for name, a in classes.items()}
         if grad_target is not None:
@@ -706,7 +707,7 @@ def _softmax_run(
             classes = {name: _contiguous(a) for name, a in classes.items()}
             per_row = {name: _contiguous(a) for name, a in per_row.items()}
             if grad_target is not None and not drivers.c_contiguous(grad_target):
-                grad_target = np.empty(moved_x.shape, x.dtype)
+                grad_target = buffers.empty(moved_x.shape, x.dtype)
             if loss_target is not None and not drivers.c_contiguous(loss_target):
                 loss_target = np.empty(loss_target.shape, loss_dtype)
     soft = z is not None
