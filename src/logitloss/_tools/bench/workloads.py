@@ -6,8 +6,8 @@ PyTorch tensors, ``value_and_grad`` for JAX, ``GradientTape`` for TensorFlow, th
 function for NumPy). Each gets:
 
 - ``limit``: the memory limit for its traffic, measured in the same run: ``np.add(logits,
-  labels)`` for the elementwise losses (two reads, one write, the output allocated the same way),
-  a row sum over the same bytes for the softmax losses;
+  labels)`` for the elementwise losses (two reads, one write, the output allocated the same way:
+  ``_core.buffers``), a row sum over the same bytes for the softmax losses;
 - ``logitloss`` (NumPy arrays) and ``logitloss-torch`` (CPU tensors, ``loss+grad`` only);
 - ``numpy-stable``: the textbook stable formula in NumPy (TensorFlow's, or max-shifted softmax);
 - the peers, where installed: ``torch`` (``torch.nn.functional``), ``jax`` (``jax.jit`` of
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..._api import registry
 from ..._api.registry import INDICES, Loss
+from ..._core import buffers
 from .. import peers
 from . import threads
 
@@ -135,13 +136,15 @@ def make_data(w: Workload, seed: int = 0) -> Data:
 
 
 def limit(w: Workload, d: Data) -> Impl:
-    """The memory limit: the same bytes read and written by the cheapest NumPy operation."""
+    """The memory limit: the same bytes read and written by the cheapest NumPy operation, its
+    output allocated as logitloss allocates its own (``_core.buffers``: reused memory from
+    32 MiB up, where a fresh array's page faults would cost more than the pass)."""
     x, z = d.x, d.z
     if w.spec.labels == INDICES:
         return lambda: x.sum(axis=-1)
     if w.spec.class_axis:
         return lambda: (x.sum(axis=-1), z.sum(axis=-1))
-    return lambda: np.add(x, z)
+    return lambda: np.add(x, z, out=buffers.empty(x.shape, x.dtype))
 
 
 def logitloss_numpy(w: Workload, d: Data) -> Impl:
