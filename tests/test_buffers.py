@@ -17,7 +17,7 @@ MIB = 1 << 20
 @pytest.fixture
 def pool(monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty pool that takes arrays from 1 MiB up (the tests' arrays stay small)."""
-    monkeypatch.setattr(buffers, "_free", {})
+    monkeypatch.setattr(buffers, "_free", [])
     monkeypatch.setattr(buffers, "MIN_BYTES", MIB)
     monkeypatch.setattr(buffers, "LIMIT", 64 * MIB)
 
@@ -56,21 +56,24 @@ def test_a_block_returns_only_when_every_view_is_gone(keep: str) -> None:
 
 
 @pytest.mark.usefixtures("pool")
-def test_blocks_match_by_size_and_the_limit_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocks_match_by_size_and_the_limit_keeps_the_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     a = buffers.empty((2 * MIB,), np.uint8)
     first = _address(a)
     del a
     assert buffers.cached_bytes() == 2 * MIB
     other = buffers.empty((3 * MIB,), np.uint8)  # another size: not that block
     assert _address(other) != first and buffers.cached_bytes() == 2 * MIB
+    third = _address(other)
     monkeypatch.setattr(buffers, "LIMIT", 4 * MIB)
-    del other  # 2 + 3 MiB > 4 MiB: returned to the system, not kept
-    assert buffers.cached_bytes() == 2 * MIB
-    monkeypatch.setattr(buffers, "LIMIT", 0)
+    del other  # 2 + 3 MiB > 4 MiB: the older block (2 MiB) is dropped, the newer kept
+    assert buffers.cached_bytes() == 3 * MIB
+    assert _address(buffers.empty((3 * MIB,), np.uint8)) == third
     b = buffers.empty((2 * MIB,), np.uint8)
-    assert _address(b) == first
-    del b
-    assert buffers.cached_bytes() == 0
+    monkeypatch.setattr(buffers, "LIMIT", MIB)
+    del b  # larger than the whole limit: not kept
+    assert buffers.cached_bytes() == 3 * MIB
 
 
 @pytest.mark.usefixtures("pool")

@@ -12,8 +12,10 @@ on its block (a ctypes array over the block's memory, which every view of the ar
 alive); when the last array, view or tensor sharing that memory is gone, the lease's finalizer
 puts the block back in the pool, never before. Blocks are matched by exact size (a training
 loop asks for the same shapes every step). At most :data:`LIMIT` bytes of free blocks are kept
-(the environment variable ``LOGITLOSS_CACHED_BYTES``, 0 to keep none); the rest is returned to
-the system as before. torch's CUDA caching allocator does the same for the same reason.
+(the environment variable ``LOGITLOSS_CACHED_BYTES``, 0 to keep none), the most recently freed
+ones: a block freed when the pool is full pushes the oldest out, so that sizes no longer asked
+for do not hold the pool (they did in a first version: every new size then came fresh).
+torch's CUDA caching allocator keeps freed memory for the same reason.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ MIN_BYTES = 32 << 20
 #: The most bytes of free blocks kept for reuse.
 LIMIT = int(os.environ.get("LOGITLOSS_CACHED_BYTES", 1 << 30))
 
-# Free blocks by size. list.append and list.pop are atomic under the GIL, and a finalizer may
-# run on any thread, inside any allocation: no lock (a lock taken there could deadlock).
-_free: dict[int, list[mmap.mmap | bytearray]] = {}
+# Free blocks, the most recently freed last. list.append and list.pop are atomic under the GIL,
+# and a finalizer may run on any thread, inside any allocation: no lock (a lock taken there
+# could deadlock); a race costs at most a block taken fresh or dropped.
+_free: list[mmap.mmap | bytearray] = []
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -59,16 +62,16 @@ def empty_like(a: np.ndarray) -> np.ndarray:
 
 def cached_bytes() -> int:
     """The bytes of free blocks kept now."""
-    return sum(len(block) for blocks in list(_free.values()) for block in list(blocks))
+    return sum(len(block) for block in list(_free))
 
 
 def _take(nbytes: int) -> mmap.mmap | bytearray:
-    blocks = _free.get(nbytes)
-    if blocks:
+    for i in range(len(_free) - 1, -1, -1):
         try:
-            return blocks.pop()
-        except IndexError:  # another thread took the last one
-            pass
+            if len(_free[i]) == nbytes:
+                return _free.pop(i)
+        except IndexError:  # another thread took blocks meanwhile
+            break
     return _new_block(nbytes)
 
 
@@ -81,8 +84,14 @@ def _new_block(nbytes: int) -> mmap.mmap | bytearray:
 
 
 def _give_back(block: mmap.mmap | bytearray) -> None:
-    if cached_bytes() + len(block) <= LIMIT:
-        _free.setdefault(len(block), []).append(block)
+    if len(block) > LIMIT:
+        return
+    _free.append(block)
+    while cached_bytes() > LIMIT:
+        try:
+            _free.pop(0)  # the oldest: returned to the system
+        except IndexError:
+            break
 
 
 __all__ = ["LIMIT", "MIN_BYTES", "cached_bytes", "empty", "empty_like"]
