@@ -69,7 +69,11 @@ def _take(nbytes: int) -> mmap.mmap | bytearray:
     for i in range(len(_free) - 1, -1, -1):
         try:
             if len(_free[i]) == nbytes:
-                return _free.pop(i)
+                block = _free.pop(i)
+                if len(block) == nbytes:
+                    return block
+                _free.append(block)  # another thread moved the list meanwhile
+                break
         except IndexError:  # another thread took blocks meanwhile
             break
     return _new_block(nbytes)
