@@ -179,11 +179,13 @@ def empty_like(a: np.ndarray, like: Array) -> tuple[np.ndarray, Array]:
     ``(its NumPy view, itself in the library of like)``, from the allocators :func:`empty`
     explains (below NumPy's huge-page threshold NumPy's for a tensor too: microseconds faster
     than a torch tensor and its NumPy view, a small training step's budget)."""
-    if _is_numpy(like) or not _HUGE_PAGES_MIN <= a.nbytes < buffers.MIN_BYTES:
+    if _is_numpy(like):
         result = buffers.empty(a.shape, a.dtype)
-    else:
+        return result, result
+    if _HUGE_PAGES_MIN <= a.nbytes < buffers.MIN_BYTES:
         return _torch_empty_like(like)
-    return result, (result if _is_numpy(like) else _tensor(result))
+    result = buffers.empty(a.shape, a.dtype)
+    return result, _tensor(result)
 
 
 def _torch_empty_like(like: Array) -> tuple[np.ndarray, Array]:
