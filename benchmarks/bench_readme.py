@@ -1,6 +1,6 @@
-"""The README's speed tables from ``make bench``'s results, one per CPU vector width and thread
-count: ``benchmarks/results/bench-<simd>-<threads>.md`` (written by ``logitloss bench
---markdown``), placed between the ``bench`` markers in README.md.
+"""The README's speed tables from ``make bench``'s results, one per CPU vector width, CPU and
+thread count: ``benchmarks/results/bench-<simd>-<cpu>-<threads>.md`` (written by ``logitloss
+bench --markdown``), placed between the ``bench`` markers in README.md.
 
     python benchmarks/bench_readme.py [--results DIR] [--readme README.md]
     python benchmarks/bench_readme.py --name-for-threads N    (a run's file stem, for make)
@@ -20,9 +20,13 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _HEADER = re.compile(r"<!-- (\w+): (.*) -->")
 
 
-def result_name(simd: str, threads: int) -> str:
-    """The results' file stem for a run: ``bench-avx-512-1-thread``, ``bench-avx2-2-threads``."""
-    return f"bench-{simd.lower()}-{threads}-thread" + ("" if threads == 1 else "s")
+def result_name(simd: str, cpu: str, threads: int) -> str:
+    """The results' file stem for a run: ``bench-avx-512-intel-xeon-1-thread``,
+    ``bench-avx2-amd-ryzen-2-threads``; the CPU's vendor and family (the first two words of
+    its name) keep two machines with the same vector width apart."""
+    words = re.sub(r"\(\w+\)", "", cpu).lower().split()[:2]
+    family = "-".join(re.sub(r"[^a-z0-9]+", "-", word).strip("-") for word in words)
+    return f"bench-{simd.lower()}-{family or 'cpu'}-{threads}-thread" + ("" if threads == 1 else "s")
 
 
 def read(path: Path) -> tuple[dict[str, str], str]:
@@ -55,11 +59,12 @@ def section(env: dict[str, str], table: str) -> str:
 
 
 def block(results: Path) -> str:
-    """Every run's section, by vector width, then thread count."""
+    """Every run's section, by vector width, CPU, then thread count."""
     runs = []
     for path in sorted(results.glob("bench-*.md")):
         env, table = read(path)
-        runs.append(((env.get("simd", ""), int(env.get("threads", "0") or 0)), env, table))
+        key = (env.get("simd", ""), env.get("cpu", ""), int(env.get("threads", "0") or 0))
+        runs.append((key, env, table))
     sections = [section(env, table) for _, env, table in sorted(runs, key=lambda r: r[0])]
     return BEGIN + "\n" + "\n".join(sections) + END
 
@@ -80,9 +85,9 @@ def main() -> None:
                         help="print the file stem of a run on N threads, and stop")  # fmt: skip
     args = parser.parse_args()
     if args.name_for_threads is not None:
-        from logitloss._tools.bench.timing import simd
+        from logitloss._tools.bench.timing import cpu_name, simd
 
-        print(result_name(simd(), args.name_for_threads))
+        print(result_name(simd(), cpu_name(), args.name_for_threads))
         return
     rewrite(args.readme, args.results)
     print(f"rewrote {args.readme}")

@@ -127,15 +127,18 @@ def _bench_readme() -> Any:
     return module
 
 
-def test_readme_tables_one_per_vector_width_and_thread_count(tmp_path: Path) -> None:
+def test_readme_tables_one_per_vector_width_cpu_and_thread_count(tmp_path: Path) -> None:
     script = _bench_readme()
-    assert script.result_name("AVX-512", 1) == "bench-avx-512-1-thread"
-    assert script.result_name("AVX2", 8) == "bench-avx2-8-threads"
-    runs = [("AVX2", 2, "Some AMD"), ("AVX-512", 2, "Some Xeon"), ("AVX-512", 1, "Some Xeon")]
+    name = script.result_name
+    assert name("AVX-512", "Intel(R) Xeon(R) Processor", 1) == "bench-avx-512-intel-xeon-1-thread"
+    assert name("AVX2", "AMD Ryzen 7 5800X 8-Core Processor", 8) == "bench-avx2-amd-ryzen-8-threads"
+    assert name("NEON", "", 4) == "bench-neon-cpu-4-threads"
+    runs = [("AVX2", 2, "Some AMD"), ("AVX-512", 2, "Some Xeon"), ("AVX-512", 1, "Some Xeon"),
+            ("AVX-512", 2, "AMD EPYC")]  # fmt: skip
     for simd, threads, cpu in runs:
         header = f"<!-- cpu: {cpu} -->\n<!-- simd: {simd} -->\n<!-- threads: {threads} -->\n"
-        table = f"| workload |\n|---|\n| {simd} on {threads} |\n"
-        (tmp_path / f"{script.result_name(simd, threads)}.md").write_text(header + table)
+        table = f"| workload |\n|---|\n| {simd} on {cpu} {threads} |\n"
+        (tmp_path / f"{name(simd, cpu, threads)}.md").write_text(header + table)
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{script.BEGIN}\nold table\n{script.END}\nafter\n")
     script.rewrite(readme, tmp_path)
@@ -143,12 +146,13 @@ def test_readme_tables_one_per_vector_width_and_thread_count(tmp_path: Path) -> 
     assert text.startswith("# Title\n\nbefore\n") and text.endswith(f"{script.END}\nafter\n")
     assert "old table" not in text
     headings = [line for line in text.splitlines() if line.startswith("#### ")]
-    assert [h.split(":")[0] for h in headings] == [
-        "#### AVX-512, 1 thread", "#### AVX-512, 2 threads", "#### AVX2, 2 threads"
+    assert [h.split(",")[0] + h.split(":")[1].split(",")[0] for h in headings] == [
+        "#### AVX-512 AMD EPYC", "#### AVX-512 Some Xeon", "#### AVX-512 Some Xeon",
+        "#### AVX2 Some AMD",
     ]  # fmt: skip
-    assert "Some Xeon" in headings[0] and "Some AMD" in headings[2]
-    for simd, threads, _ in runs:
-        assert f"| {simd} on {threads} |" in text
+    assert "1 thread" in headings[1] and "2 threads" in headings[2]
+    for simd, threads, cpu in runs:
+        assert f"| {simd} on {cpu} {threads} |" in text
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="no <!-- bench:begin -->"):
         script.rewrite(readme, tmp_path)
