@@ -26,7 +26,8 @@ def result_name(simd: str, cpu: str, threads: int) -> str:
     its name) keep two machines with the same vector width apart."""
     words = re.sub(r"\(\w+\)", "", cpu).lower().split()[:2]
     family = "-".join(re.sub(r"[^a-z0-9]+", "-", word).strip("-") for word in words)
-    return f"bench-{simd.lower()}-{family or 'cpu'}-{threads}-thread" + ("" if threads == 1 else "s")
+    plural = "" if threads == 1 else "s"
+    return f"bench-{simd.lower()}-{family or 'cpu'}-{threads}-thread{plural}"
 
 
 def read(path: Path) -> tuple[dict[str, str], str]:
