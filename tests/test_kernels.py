@@ -319,6 +319,35 @@ def test_unowned_is_a_view_of_the_callers_array() -> None:
     assert a.tolist() == [0.0, 7.0, 2.0, 3.0]
 
 
+def test_as_input_compiles_the_callee_once_for_any_flags_and_literals() -> None:
+    """``loops.as_input``: writeable and read-only arrays, a constant and a variable flag reach
+    the callee as one argument type (one compilation), with their values; the array is the
+    caller's (a read-only view of its memory, counted: it outlives the call's temporaries)."""
+    from numba import njit
+
+    from logitloss._kernels.loops import as_input
+
+    @njit
+    def callee(a, flag, start):
+        return a[start:].sum() + flag
+
+    @njit
+    def caller(a, flag):
+        return (callee(as_input(a), as_input(flag), as_input(1)),
+                callee(as_input(a), as_input(True), as_input(0)))  # fmt: skip
+
+    writeable = np.arange(4.0)
+    read_only = np.arange(4.0) * 2
+    read_only.flags.writeable = False
+    assert caller(writeable, False) == (6.0, 7.0)
+    assert caller(read_only, True) == (13.0, 13.0)
+    assert writeable.flags.writeable and not read_only.flags.writeable
+    assert len(caller.signatures) == 2
+    assert len(callee.signatures) == 1
+    (types,) = callee.signatures
+    assert not types[0].mutable and str(types[1]) == "bool" and str(types[2]) == "int64"
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_empty_scalar_and_one_element(dtype: str) -> None:
     for shape in [(0,), (3, 0), (0, 5), (), (1,), (1, 1)]:

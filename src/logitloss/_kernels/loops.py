@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 from numba import prange, types
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
 from .vector_math import is_float64, prefer_wide_vectors
@@ -162,6 +163,31 @@ def unowned(typingctx, a):
         return view._getvalue()
 
     return a(a), codegen
+
+
+@intrinsic
+def as_input(typingctx, a):
+    """``a`` as a read-only array (the same array: numba's read-only and writeable arrays share
+    their data model), or a literal as a plain value of its type: what a compiled entry passes
+    to the large functions it calls.
+
+    numba compiles a function once for each tuple of argument types, and a caller's array is
+    read-only or not as it comes (JAX's are, broadcast views are, NumPy's and torch's are not),
+    while a constant in the calling code is typed as its literal. Each combination was a new
+    compilation of the whole loop, 20-45 s each (``softmax.reduced``'s 28 in one test run,
+    logistic's 30); through this the entry's small body is compiled per combination, its
+    loops once per dtype."""
+    if isinstance(a, types.Array):
+        result = a.copy(readonly=True)
+
+        def codegen(context, builder, sig, args):
+            return impl_ret_borrowed(context, builder, sig.return_type, args[0])
+
+        return result(a), codegen
+    result = types.unliteral(a)
+    return result(a), lambda context, builder, sig, args: context.cast(
+        builder, args[0], sig.args[0], sig.return_type
+    )
 
 
 # --- The loops ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ..._kernels import host_sums, narrow, runtime
-from ..._kernels.loops import INLINE, OPTIONS
+from ..._kernels.loops import INLINE, OPTIONS, as_input
 from ..._kernels.vector_math import prefer_wide_vectors
 from .kernel import SumGradOperands, sum_and_grad, sum_and_grad_span
 
@@ -250,6 +250,9 @@ def fused_narrow(x, z, q, q_kind, w, w_kind, weighted, w_size, mean, smoothing, 
 @njit(**INLINE)
 def _fused(x, z, q, q_kind, w, w_kind, weighted, wide_weights, w_size, mean, smoothing, grad,
            threads, half):  # fmt: skip
+    # The inputs as read-only arrays and ``half`` as a plain value (as_input): _piece's loops
+    # are then compiled once per dtype, not again for each caller's mix of array flags.
+    x, z, q, w, half = as_input(x), as_input(z), as_input(q), as_input(w), as_input(half)
     rows, cols = x.shape
     size = rows * cols
     denominator = np.float64(size)

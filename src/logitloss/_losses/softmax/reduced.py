@@ -29,7 +29,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ..._kernels import host_sums, runtime
-from ..._kernels.loops import INLINE, OPTIONS, unowned
+from ..._kernels.loops import INLINE, OPTIONS, as_input, unowned
 from ..._kernels.narrow import round_span as _round_span
 from ..._kernels.narrow import widen_span as _widen_span
 from ..._kernels.vector_math import is_float64, prefer_wide_vectors
@@ -256,6 +256,11 @@ def fused(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
     calling thread for ``threads <= 1``, else shared among numba's threads (as many as the
     caller set: ``threads``). The loss is the rows' float64 losses summed as ``np.sum`` sums
     them (``host_sums``), divided by the denominator for the ``mean``."""
+    # The arrays as read-only and the flags and the first row as plain values (as_input): the
+    # rows' loops are then compiled once per dtype (the serial call and the parallel loop's share
+    # _rows), not again for each caller's mix of array flags and constants.
+    x, labels, z, w, mask = as_input(x), as_input(labels), as_input(z), as_input(w), as_input(mask)
+    has_w, has_mask, soft = as_input(has_w), as_input(has_mask), as_input(soft)
     if not soft:
         denominator, bad = index_denominator(labels, w, has_w, mask, has_mask, ignore_index,
                                              x.shape[1])  # fmt: skip
@@ -266,7 +271,7 @@ def fused(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
     if threads <= 1:
         scratch = _scratch(x, soft, smoothing, z_scale)
         _rows(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing, z_scale,
-              grad_scale, loss, grad, 0, x.shape[0], scratch)  # fmt: skip
+              grad_scale, loss, grad, as_input(0), x.shape[0], scratch)  # fmt: skip
     else:
         _rows_parallel(x, labels, z, w, has_w, mask, has_mask, ignore_index, soft, smoothing,
                        z_scale, grad_scale, loss, grad,
