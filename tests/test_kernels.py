@@ -321,8 +321,8 @@ def test_unowned_is_a_view_of_the_callers_array() -> None:
 
 def test_as_input_compiles_the_callee_once_for_any_flags_and_literals() -> None:
     """``loops.as_input``: writeable and read-only arrays, a constant and a variable flag reach
-    the callee as one argument type (one compilation), with their values; the array is the
-    caller's (a read-only view of its memory, counted: it outlives the call's temporaries)."""
+    the callee as one argument type (one compilation), with their values; the caller's arrays
+    keep their flags."""
     from numba import njit
 
     from logitloss._kernels.loops import as_input
